@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian 12 packages that atlsd's build, tests and demo need.
+# Idempotent: packages already present are left alone, and apt is not touched at all
+# when nothing is missing. Run as root (or with sudo available).
+#
+# Boost comes only as versioned 1.81 packages: the unversioned libboost-*-dev names point at
+# 1.74 and conflict with 1.81 (see ../shared/design/FACTS.md).
+set -euo pipefail
+
+packages=(
+  # build
+  g++ cmake make pkg-config
+  libboost1.81-dev libboost-system1.81-dev libboost-json1.81-dev libboost-url1.81-dev
+  libssl-dev libyaml-cpp-dev libspdlog-dev libsystemd-dev
+  # tests
+  doctest-dev openssl curl clang-format-14
+  # demo: the stand-in workload is python3's http.server
+  python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=(sudo)
+fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"

@@ -1,0 +1,18 @@
+#include <boost/throw_exception.hpp>
+
+#include "atls/common/result.hpp"
+
+namespace atls {
+
+std::string to_string(const failure& f) {
+  if (f.detail.empty()) {
+    return f.code.message();
+  }
+  return f.code.message() + ": " + f.detail;
+}
+
+void throw_exception_from_error(const failure& f, const boost::source_location& loc) {
+  boost::throw_exception(boost::system::system_error(f.code, f.detail), loc);
+}
+
+}  // namespace atls

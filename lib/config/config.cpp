@@ -1,0 +1,1165 @@
+// Loading and validating the daemon's YAML configuration. This is the only file in atls that
+// includes yaml-cpp: everything after it works on the plain structs of config.hpp.
+//
+// The checker walks the document once, against a schema written out as code, and records every
+// problem it finds instead of stopping at the first: an operator fixing a config wants the whole
+// list in one go. A value that fails keeps its default, so later checks still run; the config is
+// returned only when no error was recorded.
+#include "atls/config/config.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <span>
+#include <system_error>
+#include <utility>
+
+#include <boost/asio/ip/address.hpp>
+#include <yaml-cpp/yaml.h>
+
+namespace atls::config {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Config files are a few kilobytes. The cap keeps `--config /dev/zero` from eating memory.
+constexpr std::size_t max_file_size = std::size_t{1024} * 1024;
+
+// Timers add durations to steady_clock::now() in nanoseconds; a cap far below the int64
+// nanosecond range (292 years) keeps that addition from overflowing, and anything longer than a
+// week is almost certainly a typo.
+constexpr std::chrono::milliseconds max_duration = std::chrono::hours(24 * 7);
+
+// ---------------------------------------------------------------------------------------------
+// Numbers with units
+
+struct unit {
+  std::string_view name;
+  std::uint64_t factor;
+};
+
+constexpr unit duration_units[] = {
+    {"ms", 1},
+    {"s", 1000},
+    {"m", std::uint64_t{60} * 1000},
+    {"h", std::uint64_t{60} * 60 * 1000},
+};
+
+constexpr std::uint64_t kib = 1024;
+constexpr unit size_units[] = {
+    {"B", 1},        {"KiB", kib},           {"k", kib},           {"K", kib}, {"MiB", kib* kib},
+    {"M", kib* kib}, {"GiB", kib* kib* kib}, {"G", kib* kib* kib},
+};
+
+enum class quantity_error { empty, no_number, fraction, space, no_unit, bad_unit, too_large };
+
+struct quantity {
+  std::uint64_t value = 0;
+  std::optional<quantity_error> error;
+  std::string_view suffix;  // the unit text as written, for messages
+};
+
+// Parses "<decimal digits><unit>" with a unit from the table. Every multiplication and addition is
+// checked against max, so no input can wrap around.
+quantity parse_quantity(std::string_view text, std::span<const unit> units, std::uint64_t max) {
+  quantity q;
+  if (text.empty()) {
+    q.error = quantity_error::empty;
+    return q;
+  }
+  std::size_t i = 0;
+  std::uint64_t number = 0;
+  bool overflow = false;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    const auto digit = static_cast<std::uint64_t>(text[i] - '0');
+    if (number > (max - digit) / 10) {
+      overflow = true;
+    } else {
+      number = number * 10 + digit;
+    }
+    ++i;
+  }
+  const auto suffix = text.substr(i);
+  q.suffix = suffix;
+  if (i == 0) {
+    q.error = quantity_error::no_number;
+    return q;
+  }
+  if (suffix.empty()) {
+    q.error = quantity_error::no_unit;
+    return q;
+  }
+  if (suffix.front() == '.' || suffix.front() == ',') {
+    q.error = quantity_error::fraction;
+    return q;
+  }
+  if (suffix.front() == ' ' || suffix.front() == '\t') {
+    q.error = quantity_error::space;
+    return q;
+  }
+  const auto found =
+      std::find_if(units.begin(), units.end(), [&](const unit& u) { return u.name == suffix; });
+  if (found == units.end()) {
+    q.error = quantity_error::bad_unit;
+    return q;
+  }
+  if (overflow || number > max / found->factor) {
+    q.error = quantity_error::too_large;
+    return q;
+  }
+  q.value = number * found->factor;
+  return q;
+}
+
+constexpr std::uint64_t max_duration_ms =
+    static_cast<std::uint64_t>(std::numeric_limits<std::chrono::milliseconds::rep>::max());
+
+quantity parse_duration_quantity(std::string_view text) {
+  return parse_quantity(text, duration_units, max_duration_ms);
+}
+
+quantity parse_size_quantity(std::string_view text) {
+  return parse_quantity(text, size_units, std::numeric_limits<std::uint64_t>::max());
+}
+
+std::string duration_message(const quantity& q) {
+  switch (*q.error) {
+    case quantity_error::empty:
+      return "expected a duration, e.g. 10s";
+    case quantity_error::no_number:
+      return "a duration is a whole number followed by a unit (ms, s, m, h), e.g. 10s";
+    case quantity_error::fraction:
+      return "a duration must be a whole number of its unit, e.g. 1500ms instead of 1.5s";
+    case quantity_error::space:
+      return "a duration must not contain spaces, e.g. 10s";
+    case quantity_error::no_unit:
+      return "duration needs a unit (ms, s, m, h), e.g. 10s";
+    case quantity_error::bad_unit:
+      return "unknown duration unit '" + std::string(q.suffix) + "' (use ms, s, m or h)";
+    case quantity_error::too_large:
+      return "duration is too large";
+  }
+  return "invalid duration";
+}
+
+std::string size_message(const quantity& q) {
+  switch (*q.error) {
+    case quantity_error::empty:
+      return "expected a size, e.g. 16KiB";
+    case quantity_error::no_number:
+      return "a size is a whole number followed by a unit (B, KiB, MiB, GiB), e.g. 16KiB";
+    case quantity_error::fraction:
+      return "a size must be a whole number of its unit, e.g. 1536KiB instead of 1.5MiB";
+    case quantity_error::space:
+      return "a size must not contain spaces, e.g. 16KiB";
+    case quantity_error::no_unit:
+      return "size needs a unit (B, KiB, MiB, GiB), e.g. 16KiB";
+    case quantity_error::bad_unit:
+      return "unknown size unit '" + std::string(q.suffix) +
+             "' (use B, KiB, MiB or GiB; k, M and G mean the same binary multiples)";
+    case quantity_error::too_large:
+      return "size is too large";
+  }
+  return "invalid size";
+}
+
+// The shortest exact spelling of a size, for range messages ("16MiB" rather than "16777216B").
+std::string format_size(std::uint64_t bytes) {
+  constexpr std::pair<std::uint64_t, std::string_view> steps[] = {
+      {kib * kib * kib, "GiB"}, {kib * kib, "MiB"}, {kib, "KiB"}};
+  for (const auto& [factor, name] : steps) {
+    if (bytes != 0 && bytes % factor == 0) {
+      return std::to_string(bytes / factor) + std::string(name);
+    }
+  }
+  return std::to_string(bytes) + "B";
+}
+
+std::string format_duration(std::chrono::milliseconds d) {
+  const auto ms = static_cast<std::uint64_t>(d.count());
+  for (auto it = std::rbegin(duration_units); it != std::rend(duration_units); ++it) {
+    if (ms != 0 && ms % it->factor == 0) {
+      return std::to_string(ms / it->factor) + std::string(it->name);
+    }
+  }
+  return std::to_string(ms) + "ms";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small text checks
+
+// Optimal string alignment distance: Levenshtein plus adjacent transpositions, so "lsiten" is one
+// edit away from "listen".
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) {
+    d[i][0] = i;
+  }
+  for (std::size_t j = 0; j <= b.size(); ++j) {
+    d[0][j] = j;
+  }
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// The closest candidate, if it is close enough to be a plausible typo. Short words get a tighter
+// limit: two edits turn "foo" into "log", which is no hint at all.
+std::optional<std::string_view> closest(std::string_view word,
+                                        std::span<const std::string_view> candidates) {
+  std::optional<std::string_view> best;
+  std::size_t best_distance = std::numeric_limits<std::size_t>::max();
+  for (const auto candidate : candidates) {
+    const auto limit = std::min<std::size_t>(2, std::max<std::size_t>(1, candidate.size() / 3));
+    const auto distance = edit_distance(word, candidate);
+    if (distance <= limit && distance < best_distance) {
+      best = candidate;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
+std::string suggestion(std::string_view word, std::span<const std::string_view> candidates) {
+  const auto best = closest(word, candidates);
+  if (!best) {
+    return "";
+  }
+  return "; did you mean '" + std::string(*best) + "'?";
+}
+
+bool is_alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+bool valid_listener_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) {
+    return false;
+  }
+  return std::all_of(name.begin(), name.end(),
+                     [](char c) { return is_alnum(c) || c == '_' || c == '.' || c == '-'; });
+}
+
+// A DNS name as it appears in a certificate's subjectAltName: dot-separated labels of 1 to 63
+// letters, digits, '-' or '_' (RFC 1035 section 2.3.4 sizes), 253 characters in all.
+bool valid_dns_name(std::string_view name) {
+  if (name.empty() || name.size() > 253) {
+    return false;
+  }
+  std::size_t label = 0;
+  for (const char c : name) {
+    if (c == '.') {
+      if (label == 0) {
+        return false;
+      }
+      label = 0;
+      continue;
+    }
+    if (!is_alnum(c) && c != '-' && c != '_') {
+      return false;
+    }
+    if (++label > 63) {
+      return false;
+    }
+  }
+  return label != 0;
+}
+
+bool is_ip_literal(std::string_view text) {
+  boost::system::error_code ec;
+  (void)boost::asio::ip::make_address(std::string(text), ec);
+  return !ec;
+}
+
+bool has_space_or_control(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u <= 0x20 || u == 0x7f;
+  });
+}
+
+// Returns why an allow_dns entry is unusable, or an empty string.
+std::string dns_pattern_problem(std::string_view name) {
+  if (name.empty()) {
+    return "must not be empty";
+  }
+  if (name.find('*') != std::string_view::npos) {
+    return "wildcards are not supported in allow_dns: list each DNS name exactly";
+  }
+  if (!valid_dns_name(name)) {
+    return "'" + std::string(name) +
+           "' is not a valid DNS name (letters, digits, '-', '_' in dot-separated labels)";
+  }
+  return "";
+}
+
+// Returns why an allow_uris entry is unusable, or an empty string. A '*' may only be the whole last
+// path segment ("spiffe://example.org/ns/*"): a prefix match on anything shorter, such as
+// "spiffe://example.org/ns*" or "spiffe://*", would accept identities nobody meant to allow.
+std::string uri_pattern_problem(std::string_view uri) {
+  if (uri.empty()) {
+    return "must not be empty";
+  }
+  if (has_space_or_control(uri)) {
+    return "must not contain spaces or control characters";
+  }
+  const auto scheme_end = uri.find("://");
+  if (scheme_end == std::string_view::npos || scheme_end == 0) {
+    return "'" + std::string(uri) +
+           "' is not a URI: expected scheme://authority/path, e.g. "
+           "spiffe://example.org/ns/prod/sa/web";
+  }
+  const auto authority_start = scheme_end + 3;
+  if (authority_start >= uri.size() || uri[authority_start] == '/') {
+    return "'" + std::string(uri) + "' has nothing after '://'";
+  }
+  const auto star = uri.find('*');
+  if (star == std::string_view::npos) {
+    return "";
+  }
+  const bool final_segment =
+      star == uri.size() - 1 && uri[star - 1] == '/' && star - 1 > authority_start;
+  if (!final_segment) {
+    return "'*' is only allowed as the whole last path segment, e.g. spiffe://example.org/ns/*";
+  }
+  return "";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checker
+
+// A value in the document together with where to point when it is wrong.
+struct value_ref {
+  YAML::Node node;
+  std::string path;  // dotted key path, e.g. "listeners[0].tls"
+  YAML::Mark mark;   // the value itself, or its key when the value is empty
+  YAML::Mark owner;  // the line that introduces the value: its key, or the list item
+};
+
+struct entry {
+  std::string name;
+  YAML::Mark key_mark;
+  value_ref value;
+};
+
+// The entries of a YAML mapping whose keys were all known and unique.
+struct mapping {
+  value_ref self;
+  std::vector<entry> entries;
+
+  const entry* find(std::string_view name) const {
+    const auto it = std::find_if(entries.begin(), entries.end(),
+                                 [&](const entry& e) { return e.name == name; });
+    return it == entries.end() ? nullptr : &*it;
+  }
+};
+
+std::string join(std::string_view parent, std::string_view key) {
+  if (parent.empty()) {
+    return std::string(key);
+  }
+  return std::string(parent) + "." + std::string(key);
+}
+
+std::string index_path(std::string_view parent, std::size_t index) {
+  return std::string(parent) + "[" + std::to_string(index) + "]";
+}
+
+// An empty value (`key:` at the end of a line) has the mark of whatever token follows it, often
+// on the next line; its key is where the operator looks.
+YAML::Mark value_mark(const YAML::Node& value, const YAML::Mark& fallback) {
+  if (value.IsNull() || value.Mark().is_null()) {
+    return fallback;
+  }
+  return value.Mark();
+}
+
+// Called with the key of an unknown entry; returns a hint for keys that are valid elsewhere, or
+// an empty string.
+using key_hint = std::function<std::string(std::string_view)>;
+
+constexpr std::string_view root_keys[] = {"log", "drain_timeout", "threads", "listeners"};
+constexpr std::string_view log_keys[] = {"level"};
+constexpr std::string_view listener_keys[] = {
+    "name", "mode",     "listen",          "upstream",   "allow_non_loopback",
+    "tls",  "timeouts", "max_connections", "buffer_size"};
+constexpr std::string_view inbound_tls_keys[] = {"cert", "key", "client_auth"};
+constexpr std::string_view outbound_tls_keys[] = {"ca",         "server_name", "allow_dns",
+                                                  "allow_uris", "cert",        "key"};
+constexpr std::string_view client_auth_keys[] = {"ca", "allow_dns", "allow_uris"};
+constexpr std::string_view timeout_keys[] = {"connect", "handshake", "idle"};
+// In the order of enum log_level, so that an index converts to it.
+constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn", "error"};
+static_assert(static_cast<std::size_t>(log_level::error) + 1 == std::size(log_levels));
+constexpr std::string_view modes[] = {"inbound", "outbound"};
+
+bool contains(std::span<const std::string_view> set, std::string_view word) {
+  return std::find(set.begin(), set.end(), word) != set.end();
+}
+
+// What the rest of a listener's checks need to know about it.
+struct listener_draft {
+  listener value;
+  std::string path;
+  bool name_ok = false;
+  YAML::Mark name_mark;
+  bool listen_ok = false;
+  YAML::Mark listen_mark;
+};
+
+class checker {
+ public:
+  checker(std::string_view file_name, fs::path base_dir)
+      : file_(file_name), base_dir_(std::move(base_dir)) {}
+
+  std::vector<diagnostic> take_errors() { return std::move(errors_); }
+
+  void error(const YAML::Mark& mark, std::string key, std::string message) {
+    errors_.push_back({pos(mark), std::move(key), std::move(message)});
+  }
+
+  [[nodiscard]] source_pos pos(const YAML::Mark& mark) const {
+    if (mark.is_null()) {
+      return {file_, 1, 1};
+    }
+    return {file_, mark.line + 1, mark.column + 1};
+  }
+
+  std::optional<daemon_config> check_root(const YAML::Node& root) {
+    const value_ref self{root, "", root.Mark(), root.Mark()};
+    if (root.IsNull()) {
+      error(YAML::Mark::null_mark(), "", "the config is empty: it needs at least 'listeners'");
+      return std::nullopt;
+    }
+    const auto m = open_mapping(self, root_keys);
+    if (!m) {
+      return std::nullopt;
+    }
+
+    daemon_config out;
+    if (const auto* e = m->find("log")) {
+      if (const auto log = open_mapping(e->value, log_keys)) {
+        if (const auto* level = log->find("level")) {
+          if (const auto v = get_choice(level->value, log_levels)) {
+            out.log_level = static_cast<config::log_level>(*v);
+          }
+        }
+      }
+    }
+    if (const auto* e = m->find("drain_timeout")) {
+      if (const auto d = get_duration(e->value, false)) {
+        out.drain_timeout = *d;
+      }
+    }
+    if (const auto* e = m->find("threads")) {
+      if (const auto n = get_integer(e->value, 1, 64)) {
+        out.threads = static_cast<unsigned>(*n);
+      }
+    }
+    if (const auto v = require(*m, "listeners")) {
+      out.listeners = check_listeners(*v);
+    }
+    return out;
+  }
+
+ private:
+  // Splits a mapping into entries. Unknown, duplicate and non-string keys are errors; the known
+  // entries are returned even then, so their values are checked too.
+  std::optional<mapping> open_mapping(const value_ref& v, std::span<const std::string_view> known,
+                                      const key_hint& hint = {}) {
+    if (!v.node.IsMap()) {
+      error(v.mark, v.path, "expected a mapping");
+      return std::nullopt;
+    }
+    mapping m{v, {}};
+    for (const auto& kv : v.node) {
+      const YAML::Node& key = kv.first;
+      if (!key.IsScalar()) {
+        error(key.Mark(), v.path, "keys must be plain strings");
+        continue;
+      }
+      const std::string name = key.Scalar();
+      const auto path = join(v.path, name);
+      if (!contains(known, name)) {
+        std::string message = "unknown key '" + name + "'";
+        const auto extra = hint ? hint(name) : std::string();
+        message += extra.empty() ? suggestion(name, known) : extra;
+        error(key.Mark(), path, std::move(message));
+        continue;
+      }
+      // yaml-cpp keeps both entries of a repeated key; the second would be silently ignored.
+      if (const auto* first = m.find(name)) {
+        error(key.Mark(), path,
+              "duplicate key '" + name + "' (first set on line " +
+                  std::to_string(first->key_mark.line + 1) + ")");
+        continue;
+      }
+      const YAML::Node& value = kv.second;
+      m.entries.push_back(
+          {name, key.Mark(), value_ref{value, path, value_mark(value, key.Mark()), key.Mark()}});
+    }
+    return m;
+  }
+
+  std::optional<value_ref> require(const mapping& m, std::string_view name) {
+    if (const auto* e = m.find(name)) {
+      return e->value;
+    }
+    error(m.self.owner, m.self.path, "missing required key '" + std::string(name) + "'");
+    return std::nullopt;
+  }
+
+  std::optional<std::string> get_string(const value_ref& v) {
+    if (!v.node.IsScalar()) {
+      error(v.mark, v.path, "expected a string");
+      return std::nullopt;
+    }
+    return v.node.Scalar();
+  }
+
+  std::optional<std::string> get_nonempty_string(const value_ref& v) {
+    auto s = get_string(v);
+    if (s && s->empty()) {
+      error(v.mark, v.path, "must not be empty");
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  // The index of the value in choices.
+  std::optional<std::size_t> get_choice(const value_ref& v,
+                                        std::span<const std::string_view> choices) {
+    const auto s = get_string(v);
+    if (!s) {
+      return std::nullopt;
+    }
+    const auto it = std::find(choices.begin(), choices.end(), *s);
+    if (it != choices.end()) {
+      return static_cast<std::size_t>(it - choices.begin());
+    }
+    std::string list;
+    for (const auto choice : choices) {
+      list += list.empty() ? "" : ", ";
+      list += choice;
+    }
+    error(v.mark, v.path, "'" + *s + "' is not one of: " + list + suggestion(*s, choices));
+    return std::nullopt;
+  }
+
+  // Only the YAML 1.2 spellings: YAML 1.1's yes/no/on/off are the "Norway problem" and are
+  // rejected rather than guessed at.
+  std::optional<bool> get_bool(const value_ref& v) {
+    if (v.node.IsScalar()) {
+      const auto& s = v.node.Scalar();
+      if (s == "true" || s == "True" || s == "TRUE") {
+        return true;
+      }
+      if (s == "false" || s == "False" || s == "FALSE") {
+        return false;
+      }
+    }
+    error(v.mark, v.path, "expected true or false");
+    return std::nullopt;
+  }
+
+  std::optional<std::uint64_t> get_integer(const value_ref& v, std::uint64_t min,
+                                           std::uint64_t max) {
+    const std::string range = "must be from " + std::to_string(min) + " to " + std::to_string(max);
+    if (!v.node.IsScalar()) {
+      error(v.mark, v.path, "expected an integer");
+      return std::nullopt;
+    }
+    const auto& s = v.node.Scalar();
+    if (s.empty() ||
+        !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      // A leading '-' is still a number, just out of range.
+      const bool negative =
+          s.size() > 1 && s.front() == '-' &&
+          std::all_of(s.begin() + 1, s.end(), [](char c) { return c >= '0' && c <= '9'; });
+      error(v.mark, v.path, negative ? range : "expected an integer");
+      return std::nullopt;
+    }
+    // Digits only, so the only failure left is a value out of range.
+    std::uint64_t n = 0;
+    for (const char c : s) {
+      const auto digit = static_cast<std::uint64_t>(c - '0');
+      if (n > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) {
+        error(v.mark, v.path, range);
+        return std::nullopt;
+      }
+      n = n * 10 + digit;
+    }
+    if (n < min || n > max) {
+      error(v.mark, v.path, range);
+      return std::nullopt;
+    }
+    return n;
+  }
+
+  std::optional<std::chrono::milliseconds> get_duration(const value_ref& v, bool allow_zero) {
+    // A YAML integer such as `10` is a scalar too: checking its text gives "needs a unit".
+    if (!v.node.IsScalar()) {
+      error(v.mark, v.path, "expected a duration, e.g. 10s");
+      return std::nullopt;
+    }
+    const auto q = parse_duration_quantity(v.node.Scalar());
+    if (q.error) {
+      error(v.mark, v.path, duration_message(q));
+      return std::nullopt;
+    }
+    const std::chrono::milliseconds d(static_cast<std::chrono::milliseconds::rep>(q.value));
+    if (d.count() == 0 && !allow_zero) {
+      error(v.mark, v.path, "must be longer than 0s");
+      return std::nullopt;
+    }
+    if (d > max_duration) {
+      error(v.mark, v.path, "must be at most " + format_duration(max_duration));
+      return std::nullopt;
+    }
+    return d;
+  }
+
+  std::optional<std::uint64_t> get_size(const value_ref& v, std::uint64_t min, std::uint64_t max) {
+    if (!v.node.IsScalar()) {
+      error(v.mark, v.path, "expected a size, e.g. 16KiB");
+      return std::nullopt;
+    }
+    const auto q = parse_size_quantity(v.node.Scalar());
+    if (q.error) {
+      error(v.mark, v.path, size_message(q));
+      return std::nullopt;
+    }
+    if (q.value < min || q.value > max) {
+      error(v.mark, v.path, "must be from " + format_size(min) + " to " + format_size(max));
+      return std::nullopt;
+    }
+    return q.value;
+  }
+
+  std::optional<net::endpoint_spec> get_endpoint(const value_ref& v) {
+    const auto s = get_string(v);
+    if (!s) {
+      return std::nullopt;
+    }
+    auto r = net::parse_endpoint(*s);
+    if (!r) {
+      error(v.mark, v.path, "invalid address '" + *s + "': " + r.error().message());
+      return std::nullopt;
+    }
+    return std::move(*r);
+  }
+
+  std::optional<file_ref> get_file(const value_ref& v) {
+    const auto s = get_nonempty_string(v);
+    if (!s) {
+      return std::nullopt;
+    }
+    // A NUL would silently cut the path short when it reaches open().
+    if (s->find('\0') != std::string::npos) {
+      error(v.mark, v.path, "a file path must not contain a NUL character");
+      return std::nullopt;
+    }
+    fs::path p(*s);
+    if (p.is_relative()) {
+      p = (base_dir_ / p).lexically_normal();
+    }
+    return file_ref{std::move(p), pos(v.mark), v.path};
+  }
+
+  std::optional<std::vector<value_ref>> get_list(const value_ref& v) {
+    if (!v.node.IsSequence()) {
+      error(v.mark, v.path, "expected a list");
+      return std::nullopt;
+    }
+    std::vector<value_ref> items;
+    std::size_t index = 0;
+    for (const auto& it : v.node) {
+      // A sequence's iterator value is the item itself, a Node; bind to that part explicitly.
+      const YAML::Node& item = it;
+      const auto m = value_mark(item, v.mark);
+      items.push_back({item, index_path(v.path, index), m, m});
+      ++index;
+    }
+    return items;
+  }
+
+  // A list of strings, each of which problem() accepts.
+  std::vector<std::string> get_allow_list(const value_ref& v,
+                                          std::string (*problem)(std::string_view)) {
+    std::vector<std::string> out;
+    const auto items = get_list(v);
+    if (!items) {
+      return out;
+    }
+    for (const auto& item : *items) {
+      const auto s = get_string(item);
+      if (!s) {
+        continue;
+      }
+      if (const auto why = problem(*s); !why.empty()) {
+        error(item.mark, item.path, why);
+        continue;
+      }
+      out.push_back(*s);
+    }
+    return out;
+  }
+
+  void check_allow_lists(const mapping& m, peer_verification& out) {
+    if (const auto* e = m.find("allow_dns")) {
+      out.allow_dns = get_allow_list(e->value, dns_pattern_problem);
+    }
+    if (const auto* e = m.find("allow_uris")) {
+      out.allow_uris = get_allow_list(e->value, uri_pattern_problem);
+    }
+  }
+
+  std::optional<std::string> get_server_name(const value_ref& v) {
+    auto s = get_nonempty_string(v);
+    if (!s) {
+      return std::nullopt;
+    }
+    if (s->size() > 2 && s->front() == '[' && s->back() == ']') {
+      error(v.mark, v.path, "write an IPv6 address without brackets");
+      return std::nullopt;
+    }
+    if (s->find('*') != std::string::npos) {
+      error(v.mark, v.path, "must be one exact name, without wildcards");
+      return std::nullopt;
+    }
+    // '_' appears in some SAN entries but not in host names, and the TLS layer refuses it here.
+    const bool host_name = valid_dns_name(*s) && s->find('_') == std::string::npos;
+    if (!host_name && !is_ip_literal(*s)) {
+      error(v.mark, v.path, "'" + *s + "' is neither a DNS name nor an IP address");
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  inbound_tls check_inbound_tls(const value_ref& v) {
+    inbound_tls tls;
+    const auto hint = [](std::string_view key) -> std::string {
+      if (!contains(outbound_tls_keys, key)) {
+        return "";
+      }
+      std::string text = ": it applies to outbound listeners only";
+      if (contains(client_auth_keys, key)) {
+        text += " (to verify client certificates, put it under tls.client_auth)";
+      }
+      return text;
+    };
+    const auto m = open_mapping(v, inbound_tls_keys, hint);
+    if (!m) {
+      return tls;
+    }
+    if (const auto r = require(*m, "cert")) {
+      if (auto f = get_file(*r)) {
+        tls.cert = std::move(*f);
+      }
+    }
+    if (const auto r = require(*m, "key")) {
+      if (auto f = get_file(*r)) {
+        tls.key = std::move(*f);
+      }
+    }
+    if (const auto* e = m->find("client_auth")) {
+      if (const auto ca_map = open_mapping(e->value, client_auth_keys)) {
+        peer_verification pv;
+        if (const auto r = require(*ca_map, "ca")) {
+          if (auto f = get_file(*r)) {
+            pv.ca = std::move(*f);
+          }
+        }
+        check_allow_lists(*ca_map, pv);
+        tls.client_auth = std::move(pv);
+      }
+    }
+    return tls;
+  }
+
+  outbound_tls check_outbound_tls(const value_ref& v) {
+    outbound_tls tls;
+    const auto hint = [](std::string_view key) -> std::string {
+      if (key != "client_auth") {
+        return "";
+      }
+      return ": it applies to inbound listeners only (an outbound listener verifies the server "
+             "with tls.ca and presents a client certificate with tls.cert and tls.key)";
+    };
+    const auto m = open_mapping(v, outbound_tls_keys, hint);
+    if (!m) {
+      return tls;
+    }
+    if (const auto r = require(*m, "ca")) {
+      if (auto f = get_file(*r)) {
+        tls.server.ca = std::move(*f);
+      }
+    }
+    if (const auto r = require(*m, "server_name")) {
+      if (auto s = get_server_name(*r)) {
+        tls.server_name = std::move(*s);
+      }
+    }
+    check_allow_lists(*m, tls.server);
+    const auto* cert = m->find("cert");
+    const auto* key = m->find("key");
+    if (cert) {
+      tls.cert = get_file(cert->value);
+    }
+    if (key) {
+      tls.key = get_file(key->value);
+    }
+    if (cert && !key) {
+      error(cert->key_mark, cert->value.path,
+            "'cert' is set without 'key': a client certificate needs its private key");
+    }
+    if (key && !cert) {
+      error(key->key_mark, key->value.path,
+            "'key' is set without 'cert': a private key needs its client certificate");
+    }
+    return tls;
+  }
+
+  void check_timeouts(const value_ref& v, config::timeouts& out) {
+    const auto m = open_mapping(v, timeout_keys);
+    if (!m) {
+      return;
+    }
+    if (const auto* e = m->find("connect")) {
+      if (const auto d = get_duration(e->value, false)) {
+        out.connect = *d;
+      }
+    }
+    if (const auto* e = m->find("handshake")) {
+      if (const auto d = get_duration(e->value, false)) {
+        out.handshake = *d;
+      }
+    }
+    if (const auto* e = m->find("idle")) {
+      if (const auto d = get_duration(e->value, true)) {
+        out.idle = *d;
+      }
+    }
+  }
+
+  listener_draft check_listener(const value_ref& v) {
+    listener_draft draft;
+    draft.path = v.path;
+    listener& l = draft.value;
+    l.where = pos(v.owner);
+
+    const auto m = open_mapping(v, listener_keys);
+    if (!m) {
+      return draft;
+    }
+
+    if (const auto r = require(*m, "name")) {
+      if (auto s = get_string(*r)) {
+        if (valid_listener_name(*s)) {
+          l.name = std::move(*s);
+          draft.name_ok = true;
+          draft.name_mark = r->mark;
+        } else {
+          error(r->mark, r->path,
+                "'" + *s + "' is not a valid name: use 1 to 64 of A-Z a-z 0-9 _ . -");
+        }
+      }
+    }
+
+    std::optional<listener_mode> mode;
+    if (const auto r = require(*m, "mode")) {
+      if (const auto i = get_choice(*r, modes)) {
+        mode = *i == 0 ? listener_mode::inbound : listener_mode::outbound;
+        l.mode = *mode;
+      }
+    }
+
+    std::optional<net::endpoint_spec> listen;
+    if (const auto r = require(*m, "listen")) {
+      listen = get_endpoint(*r);
+      if (listen) {
+        l.listen = *listen;
+        draft.listen_ok = true;
+        draft.listen_mark = r->mark;
+      }
+    }
+
+    if (const auto r = require(*m, "upstream")) {
+      if (const auto upstream = get_endpoint(*r)) {
+        l.upstream = *upstream;
+        if (listen && *listen == *upstream) {
+          error(r->mark, r->path,
+                "upstream is the same address as listen: the listener would connect to itself");
+        }
+      }
+    }
+
+    const auto* allow_entry = m->find("allow_non_loopback");
+    // Unset or a valid bool. When it is neither, that error is the one to fix: the loopback rule
+    // below cannot know what was meant.
+    bool allow_known = true;
+    if (allow_entry) {
+      const auto b = get_bool(allow_entry->value);
+      allow_known = b.has_value();
+      l.allow_non_loopback = b.value_or(false);
+    }
+
+    if (const auto r = require(*m, "tls")) {
+      if (!mode) {
+        // Which keys belong in tls depends on the mode; without one, listing every key as
+        // unknown would bury the one error that matters.
+        if (!r->node.IsMap()) {
+          error(r->mark, r->path, "expected a mapping");
+        }
+      } else if (*mode == listener_mode::inbound) {
+        l.tls = check_inbound_tls(*r);
+      } else {
+        l.tls = check_outbound_tls(*r);
+      }
+    }
+
+    if (const auto* e = m->find("timeouts")) {
+      check_timeouts(e->value, l.timeouts);
+    }
+    if (const auto* e = m->find("max_connections")) {
+      if (const auto n = get_integer(e->value, 1, 1'000'000)) {
+        l.max_connections = static_cast<std::size_t>(*n);
+      }
+    }
+    if (const auto* e = m->find("buffer_size")) {
+      if (const auto n = get_size(e->value, kib, 16 * kib * kib)) {
+        l.buffer_size = static_cast<std::size_t>(*n);
+      }
+    }
+
+    if (mode == listener_mode::inbound && l.allow_non_loopback) {
+      error(allow_entry->value.mark, allow_entry->value.path,
+            "allow_non_loopback applies only to outbound listeners: an inbound listener accepts "
+            "TLS and may listen on any address");
+    }
+    // An outbound listener takes plaintext and relays it over TLS with this host's client
+    // identity. Reachable from the network, it lets anyone borrow that identity.
+    if (mode == listener_mode::outbound && listen && allow_known && !net::is_loopback(*listen) &&
+        !l.allow_non_loopback) {
+      error(draft.listen_mark, join(v.path, "listen"),
+            "outbound listener on non-loopback address '" + net::to_string(*listen) +
+                "' would expose a plaintext relay that anyone who can reach it can use to connect "
+                "with this host's TLS identity; listen on 127.0.0.1, ::1 or a unix: socket, or set "
+                "allow_non_loopback: true if the network in front of it is trusted");
+    }
+    return draft;
+  }
+
+  std::vector<listener> check_listeners(const value_ref& v) {
+    std::vector<listener> out;
+    const auto items = get_list(v);
+    if (!items) {
+      return out;
+    }
+    if (items->empty()) {
+      error(v.mark, v.path, "at least one listener is required");
+      return out;
+    }
+    std::vector<listener_draft> drafts;
+    for (const auto& item : *items) {
+      drafts.push_back(check_listener(item));
+    }
+
+    for (std::size_t i = 0; i < drafts.size(); ++i) {
+      const auto& d = drafts[i];
+      for (std::size_t j = 0; j < i; ++j) {
+        const auto& earlier = drafts[j];
+        if (d.name_ok && earlier.name_ok && d.value.name == earlier.value.name) {
+          error(d.name_mark, join(d.path, "name"),
+                "duplicate listener name '" + d.value.name + "' (first used on line " +
+                    std::to_string(earlier.name_mark.line + 1) + ")");
+          break;
+        }
+      }
+      for (std::size_t j = 0; j < i; ++j) {
+        const auto& earlier = drafts[j];
+        if (d.listen_ok && earlier.listen_ok && d.value.listen == earlier.value.listen) {
+          const auto who = earlier.name_ok ? "'" + earlier.value.name + "'" : earlier.path;
+          error(d.listen_mark, join(d.path, "listen"),
+                "listen address '" + net::to_string(d.value.listen) +
+                    "' is already used by listener " + who + " (line " +
+                    std::to_string(earlier.listen_mark.line + 1) + ")");
+          break;
+        }
+      }
+    }
+    // Moved only now: the comparisons above read every earlier draft.
+    for (auto& d : drafts) {
+      out.push_back(std::move(d.value));
+    }
+    return out;
+  }
+
+  std::string file_;
+  fs::path base_dir_;
+  std::vector<diagnostic> errors_;
+};
+
+// yaml-cpp's message for a tab used as indentation ("illegal map value") does not say what is
+// wrong; YAML forbids tabs there (YAML 1.2 section 6.1).
+bool line_indented_with_tab(std::string_view text, int line) {
+  std::size_t start = 0;
+  for (int i = 0; i < line; ++i) {
+    start = text.find('\n', start);
+    if (start == std::string_view::npos) {
+      return false;
+    }
+    ++start;
+  }
+  for (std::size_t i = start; i < text.size(); ++i) {
+    if (text[i] == '\t') {
+      return true;
+    }
+    if (text[i] != ' ') {
+      return false;
+    }
+  }
+  return false;
+}
+
+void sort_by_position(std::vector<diagnostic>& errors) {
+  std::stable_sort(errors.begin(), errors.end(), [](const diagnostic& a, const diagnostic& b) {
+    return std::pair(a.where.line, a.where.column) < std::pair(b.where.line, b.where.column);
+  });
+}
+
+struct file_closer {
+  // Read-only stream: a failing fclose loses nothing.
+  void operator()(std::FILE* f) const noexcept { (void)std::fclose(f); }
+};
+
+}  // namespace
+
+std::string to_string(const diagnostic& d) {
+  std::string out = d.where.file;
+  // Line 0 means the problem concerns the whole file, such as a file that cannot be read.
+  if (d.where.line > 0) {
+    out += ":" + std::to_string(d.where.line) + ":" + std::to_string(d.where.column);
+  }
+  out += ": ";
+  if (!d.key.empty()) {
+    out += d.key + ": ";
+  }
+  out += d.message;
+  return out;
+}
+
+load_result load_file(const std::filesystem::path& path) {
+  load_result result;
+  const auto file_error = [&](std::string message) {
+    result.errors.push_back({{path.string(), 0, 0}, "", std::move(message)});
+    return result;
+  };
+
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    return file_error("cannot read config: it is a directory");
+  }
+  const std::unique_ptr<std::FILE, file_closer> f(std::fopen(path.c_str(), "rb"));
+  if (!f) {
+    return file_error("cannot read config: " + std::generic_category().message(errno));
+  }
+  std::string text;
+  char buffer[4096];
+  while (true) {
+    const auto n = std::fread(buffer, 1, sizeof buffer, f.get());
+    text.append(buffer, n);
+    if (text.size() > max_file_size) {
+      return file_error("config is larger than 1 MiB; is this the right file?");
+    }
+    if (n < sizeof buffer) {
+      break;
+    }
+  }
+  if (std::ferror(f.get()) != 0) {
+    return file_error("cannot read config: " + std::generic_category().message(errno));
+  }
+
+  auto absolute = fs::absolute(path, ec);
+  if (ec) {
+    return file_error("cannot resolve the config's directory: " + ec.message());
+  }
+  return load_text(text, path.string(), absolute.lexically_normal().parent_path());
+}
+
+load_result load_text(std::string_view yaml, std::string_view file_name,
+                      const std::filesystem::path& base_dir) {
+  load_result result;
+  const std::string file(file_name);
+
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp marks are 0-based; a mark it could not place is null (-1).
+    const int line = e.mark.is_null() ? 1 : e.mark.line + 1;
+    const int column = e.mark.is_null() ? 1 : e.mark.column + 1;
+    std::string message = "YAML syntax error: " + e.msg;
+    if (!e.mark.is_null() && line_indented_with_tab(yaml, e.mark.line)) {
+      message += " (YAML does not allow tabs for indentation)";
+    }
+    result.errors.push_back({{file, line, column}, "", std::move(message)});
+    return result;
+  }
+  if (documents.size() > 1) {
+    const auto mark = documents[1].Mark();
+    result.errors.push_back(
+        {{file, mark.is_null() ? 1 : mark.line + 1, mark.is_null() ? 1 : mark.column + 1},
+         "",
+         "the config must be a single YAML document (found a second one "
+         "after '---')"});
+    return result;
+  }
+
+  checker c(file_name, base_dir);
+  std::optional<daemon_config> config;
+  try {
+    config = c.check_root(documents.empty() ? YAML::Node() : documents.front());
+  } catch (const YAML::Exception& e) {
+    // The checker only reads nodes it has type-checked, so this would be a bug in it; still a
+    // diagnostic rather than an exception escaping into the daemon.
+    c.error(e.mark, "", std::string("internal error while reading the config: ") + e.msg);
+  }
+  result.errors = c.take_errors();
+  if (!result.errors.empty()) {
+    sort_by_position(result.errors);
+    return result;
+  }
+  result.config = std::move(config);
+  return result;
+}
+
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
+  const auto q = parse_duration_quantity(text);
+  if (q.error) {
+    return std::nullopt;
+  }
+  return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(q.value));
+}
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  const auto q = parse_size_quantity(text);
+  if (q.error) {
+    return std::nullopt;
+  }
+  return q.value;
+}
+
+}  // namespace atls::config

@@ -1,0 +1,26 @@
+// A broadcast wake-up for coroutines that share one strand (a condition variable without a
+// mutex). Waiters re-check their condition after every wake-up.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+namespace atls {
+
+class async_event {
+ public:
+  explicit async_event(const boost::asio::any_io_executor& executor);
+
+  // Suspends until notify_all() or until the awaiting coroutine is cancelled. Returns false when
+  // the coroutine was cancelled, so that wait loops can end. Call on the event's executor.
+  boost::asio::awaitable<bool> wait();
+
+  // Wakes every current waiter. Call on the event's executor.
+  void notify_all();
+
+ private:
+  boost::asio::steady_timer timer_;
+};
+
+}  // namespace atls

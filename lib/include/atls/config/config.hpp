@@ -1,0 +1,121 @@
+// The daemon's configuration: plain option structs filled from YAML. This module is the only one
+// that sees YAML; the others receive these structs (or options derived from them).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "atls/common/result.hpp"
+#include "atls/net/endpoint.hpp"
+
+namespace atls::config {
+
+// Where a value came from, for messages that point at the line to fix. Lines are 1-based.
+struct source_pos {
+  std::string file;
+  int line = 0;
+  int column = 0;
+};
+
+// One problem found in a config file. key is the dotted path, e.g. "listeners[1].tls.cert".
+struct diagnostic {
+  source_pos where;
+  std::string key;
+  std::string message;
+};
+
+// "file:line:column: key: message", the form editors and CI logs link to.
+std::string to_string(const diagnostic& d);
+
+// A file named in the config. Relative paths are resolved against the config file's directory.
+struct file_ref {
+  std::filesystem::path path;
+  source_pos where;
+  std::string key;
+};
+
+enum class listener_mode { inbound, outbound };
+
+struct timeouts {
+  std::chrono::milliseconds connect{std::chrono::seconds(10)};
+  std::chrono::milliseconds handshake{std::chrono::seconds(10)};
+  // Zero means no idle limit.
+  std::chrono::milliseconds idle{std::chrono::minutes(5)};
+};
+
+// A peer certificate is acceptable when it chains to the CA and, if any allow-list is given,
+// one of its subjectAltName DNS names or URIs is on a list. See tls::peer_name_policy.
+struct peer_verification {
+  file_ref ca;
+  std::vector<std::string> allow_dns;
+  std::vector<std::string> allow_uris;
+};
+
+// Inbound: we are the TLS server.
+struct inbound_tls {
+  file_ref cert;  // PEM chain, leaf first
+  file_ref key;   // PEM private key
+  std::optional<peer_verification> client_auth;  // set: a client certificate is required
+};
+
+// Outbound: we are the TLS client.
+struct outbound_tls {
+  peer_verification server;  // ca is required; allow-lists are optional
+  std::string server_name;   // SNI and the name the server's certificate must carry
+  std::optional<file_ref> cert;  // client certificate for mTLS; cert and key come together
+  std::optional<file_ref> key;
+};
+
+struct listener {
+  std::string name;
+  source_pos where;
+  listener_mode mode = listener_mode::inbound;
+  net::endpoint_spec listen;
+  net::endpoint_spec upstream;
+  // An outbound listener accepts plaintext; listening beyond loopback needs this explicit opt-in.
+  bool allow_non_loopback = false;
+  std::variant<inbound_tls, outbound_tls> tls;
+  // Qualified: gcc rejects a member that "changes the meaning" of its own type's name.
+  config::timeouts timeouts;
+  std::size_t max_connections = 1024;
+  std::size_t buffer_size = 16 * 1024;  // per direction, per connection
+};
+
+enum class log_level { trace, debug, info, warn, error };
+
+struct daemon_config {
+  config::log_level log_level = config::log_level::info;
+  std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
+  unsigned threads = 2;
+  std::vector<listener> listeners;
+};
+
+struct load_result {
+  std::optional<daemon_config> config;  // set only when errors is empty
+  std::vector<diagnostic> errors;
+};
+
+// Parses and validates a config file: syntax, unknown keys, types, units, ranges and cross-field
+// rules. It touches the file system only to read the file itself: whether the certificate files
+// exist and load is checked when the TLS contexts are built.
+[[nodiscard]] load_result load_file(const std::filesystem::path& path);
+
+// The same over text already in memory; file_name is used in diagnostics, and relative paths are
+// resolved against base_dir.
+[[nodiscard]] load_result load_text(std::string_view yaml, std::string_view file_name,
+                                    const std::filesystem::path& base_dir);
+
+// "10s", "500ms", "5m", "1h". A unit is required; "0s" is zero.
+[[nodiscard]] std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
+
+// "16KiB", "1MiB", "512B", also "16k"/"1M"/"1G" as binary multiples. A unit is required.
+[[nodiscard]] std::optional<std::uint64_t> parse_size(std::string_view text);
+
+}  // namespace atls::config

@@ -1,0 +1,70 @@
+// The sidecar's data plane: listeners that accept connections and relay them to an upstream,
+// terminating TLS (inbound) or originating it (outbound).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "atls/common/result.hpp"
+#include "atls/net/endpoint.hpp"
+#include "atls/tls/context.hpp"
+
+namespace atls::proxy {
+
+enum class mode {
+  inbound,   // TLS from the network, plaintext to the local workload
+  outbound,  // plaintext from the local workload, TLS to the network
+};
+
+struct timeouts {
+  std::chrono::milliseconds connect{std::chrono::seconds(10)};
+  std::chrono::milliseconds handshake{std::chrono::seconds(10)};
+  std::chrono::milliseconds idle{std::chrono::minutes(5)};  // zero: no limit
+};
+
+struct listener_options {
+  std::string name;
+  proxy::mode mode = mode::inbound;
+  net::endpoint_spec listen;
+  net::endpoint_spec upstream;
+  tls::context tls;  // a server context for inbound, a client context for outbound
+  proxy::timeouts timeouts;
+  // Beyond this many open connections, new ones wait in the kernel's accept backlog.
+  std::size_t max_connections = 1024;
+  std::size_t buffer_size = 16 * 1024;  // per direction
+};
+
+class server {
+ public:
+  // Connections run on strands of io; io may run on any number of threads.
+  explicit server(boost::asio::io_context& io);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  // Binds every listener, or none: on failure the ones already bound are closed again. The
+  // detail names the listener and the address. Call before start(), from one thread.
+  [[nodiscard]] detailed_result<void> bind(std::vector<listener_options> listeners);
+
+  // Starts accepting on every bound listener.
+  void start();
+
+  // Graceful stop: accepting ends at once; open connections may finish within `timeout`, after
+  // which they are aborted. Completes when no connection is left. Any executor.
+  boost::asio::awaitable<void> drain(std::chrono::milliseconds timeout);
+
+  std::size_t open_connections() const;
+
+  struct state;
+
+ private:
+  std::shared_ptr<state> state_;
+};
+
+}  // namespace atls::proxy

@@ -1,0 +1,58 @@
+// TLS 1.3 contexts for the two roles a sidecar plays. Only TLS 1.3 is ever negotiated.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "atls/common/result.hpp"
+#include "atls/tls/peer_names.hpp"
+
+using SSL_CTX = struct ssl_ctx_st;
+
+namespace atls::tls {
+
+struct server_options {
+  std::filesystem::path cert_chain;  // PEM, leaf first
+  std::filesystem::path private_key;  // PEM
+  // Set: clients must present a certificate that chains to this bundle and passes client_names.
+  std::optional<std::filesystem::path> client_ca;
+  peer_name_policy client_names;
+};
+
+struct client_options {
+  std::filesystem::path ca;  // the server's certificate must chain to this bundle
+  // Sent as SNI (unless it is an IP literal) and matched against the server certificate.
+  std::string server_name;
+  peer_name_policy server_names;  // optional extra allow-list on the server certificate's SANs
+  std::optional<std::filesystem::path> cert_chain;  // client certificate for mTLS
+  std::optional<std::filesystem::path> private_key;
+};
+
+enum class role { client, server };
+
+// An immutable, shareable TLS configuration. Copies share the underlying SSL_CTX; a connection
+// keeps its copy alive, so replacing a listener's context never disturbs open connections.
+class context {
+ public:
+  // Loads the certificate chain and key and checks that they match. Fails with
+  // tls::errc::certificate_unusable, private_key_unusable, key_does_not_match_certificate or
+  // ca_unusable; the detail names the file and OpenSSL's reason.
+  [[nodiscard]] static detailed_result<context> make_server(const server_options& options);
+
+  // Fails like make_server, and with errc::bad_server_name.
+  [[nodiscard]] static detailed_result<context> make_client(const client_options& options);
+
+  tls::role role() const;
+  SSL_CTX* native_handle() const;  // borrowed
+  const std::string& server_name() const;  // client role only; empty for servers
+
+  struct state;
+
+ private:
+  explicit context(std::shared_ptr<const state> shared) : state_(std::move(shared)) {}
+  std::shared_ptr<const state> state_;
+};
+
+}  // namespace atls::tls

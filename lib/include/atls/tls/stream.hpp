@@ -1,0 +1,86 @@
+// A TLS 1.3 connection driven from C++20 coroutines over a memory BIO pair.
+//
+// Why not asio::ssl::stream: it cannot send close_notify without waiting for the peer's (so TLS
+// half-close, RFC 8446 §6.1, is impossible), and its engine does not understand
+// SSL_ERROR_WANT_ASYNC or WANT_RETRY_VERIFY, which the TPM-backed handshake needs later. Here the
+// SSL object only ever talks to memory; this class moves the bytes.
+//
+// Concurrency: one reader and one writer may be active at the same time (the two directions of a
+// relay), both on the socket's executor, which must be a strand when the io_context runs on
+// several threads. Every other call happens while neither is active.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <tuple>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+
+#include "atls/common/async_event.hpp"
+#include "atls/common/result.hpp"
+#include "atls/tls/context.hpp"
+#include "atls/tls/error.hpp"
+
+using SSL = struct ssl_st;
+using BIO = struct bio_st;
+
+namespace atls::tls {
+
+class stream {
+ public:
+  using socket_type = boost::asio::generic::stream_protocol::socket;
+
+  // Takes the connected socket. The role, trust and (for clients) the server name come from ctx,
+  // which the stream keeps alive. Throws std::bad_alloc if OpenSSL cannot allocate.
+  stream(socket_type socket, context ctx);
+  ~stream();
+  stream(const stream&) = delete;
+  stream& operator=(const stream&) = delete;
+
+  // Runs the handshake to completion. Fails with errc::handshake_failed, peer_rejected,
+  // handshake_eof, or the socket's error; error_detail() then says why.
+  boost::asio::awaitable<error_code> handshake();
+
+  // Reads at least one byte of application data. Returns asio::error::eof once the peer's
+  // close_notify arrived (its write side is closed; ours stays open), errc::truncated when TCP
+  // closed without one, errc::protocol_error on a fatal alert.
+  boost::asio::awaitable<std::tuple<error_code, std::size_t>> read_some(
+      boost::asio::mutable_buffer buffer);
+
+  // Encrypts and sends the whole buffer; completes once the bytes are handed to the socket, so
+  // a slow peer slows the caller (back-pressure).
+  boost::asio::awaitable<error_code> write(boost::asio::const_buffer buffer);
+
+  // Half-close: sends close_notify, then a TCP FIN. Reading stays possible.
+  boost::asio::awaitable<error_code> shutdown_send();
+
+  // Closes the socket at once; pending operations complete with an error.
+  void close();
+
+  socket_type& socket() { return socket_; }
+  SSL* native_handle() { return ssl_; }  // borrowed
+
+  // Human detail of the last failure (OpenSSL's reasons, the verify result). Never secret.
+  const std::string& error_detail() const { return detail_; }
+
+  // "TLSv1.3 TLS_AES_128_GCM_SHA256" once the handshake is done.
+  std::string session_summary() const;
+
+ private:
+  boost::asio::awaitable<error_code> fill();   // socket -> SSL
+  boost::asio::awaitable<error_code> flush();  // SSL -> socket, everything SSL has produced
+  error_code fail(errc code);                  // records the detail for a failed SSL call
+
+  socket_type socket_;
+  context context_;
+  SSL* ssl_ = nullptr;
+  BIO* network_bio_ = nullptr;  // our end of the pair; SSL owns the other end
+  bool flushing_ = false;
+  async_event flushed_;
+  error_code write_error_;
+  std::string detail_;
+};
+
+}  // namespace atls::tls

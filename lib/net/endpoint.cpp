@@ -1,0 +1,168 @@
+#include "atls/net/endpoint.hpp"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <charconv>
+#include <cstring>
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+namespace atls::net {
+
+namespace {
+
+class category final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "atls.net"; }
+  std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::empty:
+        return "address is empty";
+      case errc::missing_port:
+        return "address needs a port (host:port) or the unix: prefix";
+      case errc::bad_port:
+        return "port must be a number from 1 to 65535";
+      case errc::bad_host:
+        return "host is empty or malformed";
+      case errc::unix_path_not_absolute:
+        return "unix socket path must be absolute (unix:/path)";
+      case errc::unix_path_too_long:
+        return "unix socket path is longer than the kernel allows (107 bytes)";
+    }
+    return "unknown atls.net error";
+  }
+};
+
+constexpr std::string_view unix_prefix = "unix:";
+
+bool valid_hostname(std::string_view host) {
+  if (host.empty() || host.size() > 253) {
+    return false;
+  }
+  for (const char c : host) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '.' || c == '_';
+    if (!ok) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+const boost::system::error_category& net_category() noexcept {
+  static const category instance;
+  return instance;
+}
+
+result<endpoint_spec> parse_endpoint(std::string_view text, bool allow_port_zero) {
+  if (text.empty()) {
+    return errc::empty;
+  }
+  if (text.starts_with(unix_prefix)) {
+    std::string path(text.substr(unix_prefix.size()));
+    if (path.empty() || path.front() != '/') {
+      return errc::unix_path_not_absolute;
+    }
+    if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+      return errc::unix_path_too_long;
+    }
+    return endpoint_spec{unix_endpoint{std::move(path)}};
+  }
+
+  std::string_view host;
+  std::string_view port_text;
+  if (text.front() == '[') {
+    // RFC 3986 form for IPv6 literals: [addr]:port
+    const auto close = text.find(']');
+    if (close == std::string_view::npos) {
+      return errc::bad_host;
+    }
+    host = text.substr(1, close - 1);
+    const auto rest = text.substr(close + 1);
+    if (rest.size() < 2 || rest.front() != ':') {
+      return errc::missing_port;
+    }
+    port_text = rest.substr(1);
+    boost::system::error_code ec;
+    (void)boost::asio::ip::make_address_v6(std::string(host), ec);
+    if (ec) {
+      return errc::bad_host;
+    }
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+      return errc::missing_port;
+    }
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+    if (!valid_hostname(host)) {
+      return errc::bad_host;
+    }
+  }
+
+  unsigned port = 0;
+  const auto* first = port_text.data();
+  const auto* last = first + port_text.size();
+  const auto [end, ec] = std::from_chars(first, last, port);
+  if (port_text.empty() || ec != std::errc{} || end != last || port > 65535 ||
+      (port == 0 && !allow_port_zero)) {
+    return errc::bad_port;
+  }
+  return endpoint_spec{tcp_endpoint{std::string(host), static_cast<std::uint16_t>(port)}};
+}
+
+std::string to_string(const endpoint_spec& spec) {
+  if (const auto* u = std::get_if<unix_endpoint>(&spec)) {
+    return std::string(unix_prefix) + u->path;
+  }
+  const auto& t = std::get<tcp_endpoint>(spec);
+  if (t.host.find(':') != std::string::npos) {
+    return "[" + t.host + "]:" + std::to_string(t.port);
+  }
+  return t.host + ":" + std::to_string(t.port);
+}
+
+bool is_loopback(const endpoint_spec& spec) {
+  if (std::holds_alternative<unix_endpoint>(spec)) {
+    return true;
+  }
+  const auto& host = std::get<tcp_endpoint>(spec).host;
+  if (host == "localhost") {
+    return true;
+  }
+  boost::system::error_code ec;
+  const auto address = boost::asio::ip::make_address(host, ec);
+  return !ec && address.is_loopback();
+}
+
+std::string to_string(const boost::asio::generic::stream_protocol::endpoint& endpoint) {
+  const auto* addr = endpoint.data();
+  switch (addr->sa_family) {
+    case AF_INET: {
+      boost::asio::ip::tcp::endpoint tcp;
+      std::memcpy(tcp.data(), addr, sizeof(sockaddr_in));
+      return tcp.address().to_string() + ":" + std::to_string(tcp.port());
+    }
+    case AF_INET6: {
+      boost::asio::ip::tcp::endpoint tcp;
+      std::memcpy(tcp.data(), addr, sizeof(sockaddr_in6));
+      return "[" + tcp.address().to_string() + "]:" + std::to_string(tcp.port());
+    }
+    case AF_UNIX: {
+      const auto* un = reinterpret_cast<const sockaddr_un*>(addr);
+      const auto path_len = endpoint.size() > offsetof(sockaddr_un, sun_path)
+                                ? endpoint.size() - offsetof(sockaddr_un, sun_path)
+                                : 0;
+      const std::string path(un->sun_path, strnlen(un->sun_path, path_len));
+      return path.empty() ? "unix" : "unix:" + path;
+    }
+    default:
+      return "family-" + std::to_string(addr->sa_family);
+  }
+}
+
+}  // namespace atls::net

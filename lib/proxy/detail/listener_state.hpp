@@ -1,0 +1,54 @@
+// What a listener and its sessions share. Private to the proxy module.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/basic_socket_acceptor.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+
+#include "atls/common/async_event.hpp"
+#include "atls/proxy/server.hpp"
+
+namespace atls::proxy::detail {
+
+// The handle through which drain aborts one session. The signal is emitted on `executor` only.
+struct session_control {
+  std::uint64_t id = 0;
+  boost::asio::any_io_executor executor;  // the session's strand
+  boost::asio::cancellation_signal cancel;
+  bool aborting = false;  // set on `executor` just before `cancel` is emitted
+};
+
+struct listener_state {
+  listener_state(listener_options opts, boost::asio::any_io_executor strand)
+      : options(std::move(opts)), executor(strand), acceptor(strand), slot_freed(strand) {}
+
+  const listener_options options;
+  boost::asio::any_io_executor executor;  // the listener's strand: acceptor, slot_freed, stopping
+  boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol> acceptor;
+  async_event slot_freed;
+  bool stopping = false;
+
+  std::mutex mutex;  // guards sessions, which end on their own strands
+  std::map<std::uint64_t, std::shared_ptr<session_control>> sessions;
+
+  std::size_t open_sessions() {
+    const std::lock_guard lock(mutex);
+    return sessions.size();
+  }
+};
+
+// Runs one accepted connection to its end and writes its log line. Runs on control->executor;
+// the caller does the bookkeeping when it completes.
+boost::asio::awaitable<void> run_session(std::shared_ptr<listener_state> listener,
+                                         std::shared_ptr<session_control> control,
+                                         boost::asio::generic::stream_protocol::socket client);
+
+}  // namespace atls::proxy::detail

@@ -1,0 +1,320 @@
+// One connection from accept to close: TLS handshake, upstream connect, relay, log line.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "atls/tls/error.hpp"
+#include "atls/tls/stream.hpp"
+#include "detail/listener_state.hpp"
+#include "detail/plain_stream.hpp"
+
+namespace atls::proxy::detail {
+
+namespace asio = boost::asio;
+using asio::experimental::awaitable_operators::operator&&;
+using asio::experimental::awaitable_operators::operator||;
+using socket_type = asio::generic::stream_protocol::socket;
+using clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+std::string describe(const error_code& ec, const std::string& detail) {
+  return detail.empty() ? ec.message() : ec.message() + ": " + detail;
+}
+
+std::string quote_for_log(std::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+    }
+    out += (c == '\n' || c == '\r') ? ' ' : c;
+  }
+  return out + "\"";
+}
+
+std::string peer_of(const socket_type& socket) {
+  error_code ec;
+  const auto endpoint = socket.remote_endpoint(ec);
+  return ec ? "unknown" : net::to_string(endpoint);
+}
+
+std::string format_duration(std::chrono::milliseconds d) {
+  if (d.count() % 1000 == 0) {
+    return std::to_string(d.count() / 1000) + "s";
+  }
+  return std::to_string(d.count()) + "ms";
+}
+
+class session {
+ public:
+  session(std::shared_ptr<listener_state> listener, std::shared_ptr<session_control> control,
+          socket_type client)
+      : listener_(std::move(listener)),
+        options_(listener_->options),
+        control_(std::move(control)),
+        client_(std::move(client)),
+        peer_(peer_of(client_)),
+        timer_(client_.get_executor()) {}
+
+  asio::awaitable<void> run() {
+    co_await (serve() || watch());
+    if (outcome_.empty()) {
+      record("aborted", control_->aborting ? "drain timeout" : "cancelled");
+    }
+    log_close();
+  }
+
+ private:
+  asio::awaitable<void> serve() {
+    switch (options_.mode) {
+      case mode::inbound:
+        co_await serve_inbound();
+        co_return;
+      case mode::outbound:
+        co_await serve_outbound();
+        co_return;
+    }
+  }
+
+  // TLS from the network is authenticated before the workload sees a single byte.
+  asio::awaitable<void> serve_inbound() {
+    set_deadline(options_.timeouts.handshake, "handshake");
+    tls::stream client(std::move(client_), options_.tls);
+    if (auto ec = co_await client.handshake()) {
+      record_handshake_failure(ec, client.error_detail());
+      co_return;
+    }
+    tls_summary_ = client.session_summary();
+    set_deadline(options_.timeouts.connect, "connect");
+    auto upstream = co_await connect_upstream();
+    if (!upstream) {
+      record("error", "upstream " + net::to_string(options_.upstream) + ": " +
+                          upstream.error().message());
+      co_return;
+    }
+    plain_stream workload(std::move(*upstream));
+    co_await relay(client, workload);
+  }
+
+  asio::awaitable<void> serve_outbound() {
+    plain_stream workload(std::move(client_));
+    set_deadline(options_.timeouts.connect, "connect");
+    auto upstream = co_await connect_upstream();
+    if (!upstream) {
+      record("error", "upstream " + net::to_string(options_.upstream) + ": " +
+                          upstream.error().message());
+      co_return;
+    }
+    set_deadline(options_.timeouts.handshake, "handshake");
+    tls::stream remote(std::move(*upstream), options_.tls);
+    if (auto ec = co_await remote.handshake()) {
+      record_handshake_failure(ec, remote.error_detail());
+      co_return;
+    }
+    tls_summary_ = remote.session_summary();
+    co_await relay(workload, remote);
+  }
+
+  asio::awaitable<result<socket_type>> connect_upstream() {
+    auto executor = co_await asio::this_coro::executor;
+    if (const auto* path = std::get_if<net::unix_endpoint>(&options_.upstream)) {
+      const asio::generic::stream_protocol::endpoint endpoint{
+          asio::local::stream_protocol::endpoint(path->path)};
+      socket_type socket(executor, endpoint.protocol());
+      auto [ec] = co_await socket.async_connect(endpoint, use_tuple);
+      if (ec) {
+        co_return ec;
+      }
+      co_return socket;
+    }
+    const auto& tcp = std::get<net::tcp_endpoint>(options_.upstream);
+    asio::ip::tcp::resolver resolver(executor);
+    auto [resolve_ec, results] =
+        co_await resolver.async_resolve(tcp.host, std::to_string(tcp.port), use_tuple);
+    if (resolve_ec) {
+      co_return resolve_ec;
+    }
+    error_code last = asio::error::host_not_found;
+    for (const auto& entry : results) {
+      const asio::generic::stream_protocol::endpoint endpoint{entry.endpoint()};
+      socket_type socket(executor);
+      socket.open(endpoint.protocol(), last);
+      if (last) {
+        continue;
+      }
+      auto [ec] = co_await socket.async_connect(endpoint, use_tuple);
+      if (!ec) {
+        error_code ignored;
+        socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+        co_return socket;
+      }
+      last = ec;
+    }
+    co_return last;
+  }
+
+  // Both directions at once. Each ends on its own at EOF (passing the half-close on); an error in
+  // either closes both legs, so that the other direction ends too.
+  template <class Client, class Upstream>
+  asio::awaitable<void> relay(Client& client, Upstream& upstream) {
+    relaying_ = true;
+    last_activity_ = clock::now();
+    phase_ = "idle";
+    timer_.cancel();  // the watchdog switches to the idle rule
+    abort_legs_ = [&client, &upstream] {
+      client.close();
+      upstream.close();
+    };
+    co_await (pump(client, upstream, bytes_from_client_, "client", "upstream") &&
+              pump(upstream, client, bytes_to_client_, "upstream", "client"));
+    abort_legs_ = nullptr;
+    record("ok", "closed");
+  }
+
+  template <class From, class To>
+  asio::awaitable<void> pump(From& from, To& to, std::uint64_t& counter, std::string_view from_name,
+                             std::string_view to_name) {
+    std::vector<char> buffer(options_.buffer_size);
+    for (;;) {
+      auto [ec, n] = co_await from.read_some(asio::buffer(buffer));
+      if (ec == asio::error::eof) {
+        if (auto shut = co_await to.shutdown_send()) {
+          fail_relay(std::string(to_name) + " half-close", shut, to.error_detail());
+        }
+        co_return;
+      }
+      if (ec) {
+        fail_relay(std::string(from_name) + " read", ec, from.error_detail());
+        co_return;
+      }
+      last_activity_ = clock::now();
+      if (auto wec = co_await to.write(asio::buffer(buffer.data(), n))) {
+        fail_relay(std::string(to_name) + " write", wec, to.error_detail());
+        co_return;
+      }
+      counter += n;
+      last_activity_ = clock::now();
+    }
+  }
+
+  void fail_relay(const std::string& what, const error_code& ec, const std::string& detail) {
+    // A TLS peer that drops TCP without close_notify may have had its stream cut by an attacker:
+    // never pass that on as a clean half-close.
+    record(ec == tls::errc::truncated ? "truncated" : "error", what + ": " + describe(ec, detail));
+    if (abort_legs_) {
+      abort_legs_();
+    }
+  }
+
+  void record_handshake_failure(const error_code& ec, const std::string& detail) {
+    record(ec == tls::errc::peer_rejected ? "rejected" : "error",
+           "tls handshake: " + describe(ec, detail));
+  }
+
+  // Phases before relaying have a fixed deadline; the watchdog enforces it.
+  void set_deadline(std::chrono::milliseconds timeout, const char* phase) {
+    phase_ = phase;
+    phase_timeout_ = timeout;
+    deadline_ = clock::now() + timeout;
+    timer_.cancel();
+  }
+
+  clock::time_point current_deadline() const {
+    if (!relaying_) {
+      return deadline_;
+    }
+    if (options_.timeouts.idle.count() == 0) {
+      return clock::time_point::max();
+    }
+    return last_activity_ + options_.timeouts.idle;
+  }
+
+  asio::awaitable<void> watch() {
+    for (;;) {
+      const auto deadline = current_deadline();
+      if (clock::now() >= deadline) {
+        const auto limit = relaying_ ? options_.timeouts.idle : phase_timeout_;
+        record("timeout", std::string(phase_) + " timeout (" + format_duration(limit) + ")");
+        co_return;
+      }
+      timer_.expires_at(deadline);
+      auto [ec] = co_await timer_.async_wait(use_tuple);
+      (void)ec;  // expired, or cancelled by set_deadline(): either way re-evaluate
+      const auto state = co_await asio::this_coro::cancellation_state;
+      if (state.cancelled() != asio::cancellation_type::none) {
+        co_return;
+      }
+    }
+  }
+
+  // The first verdict wins: later errors are consequences of it (closed sockets, cancellation).
+  void record(std::string_view outcome, std::string reason) {
+    if (!outcome_.empty()) {
+      return;
+    }
+    if (control_->aborting) {
+      outcome_ = "aborted";
+      reason_ = "drain timeout";
+      return;
+    }
+    outcome_ = outcome;
+    reason_ = std::move(reason);
+  }
+
+  void log_close() const {
+    const auto elapsed =
+        std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started_);
+    const auto level = outcome_ == "ok" ? spdlog::level::info : spdlog::level::warn;
+    spdlog::log(level,
+                "connection closed listener={} id={} peer={} upstream={} tls={} "
+                "client_to_upstream={} upstream_to_client={} duration_ms={} outcome={} reason={}",
+                options_.name, control_->id, peer_, net::to_string(options_.upstream),
+                quote_for_log(tls_summary_.empty() ? "-" : tls_summary_), bytes_from_client_,
+                bytes_to_client_, elapsed.count(), outcome_, quote_for_log(reason_));
+  }
+
+  std::shared_ptr<listener_state> listener_;
+  const listener_options& options_;
+  std::shared_ptr<session_control> control_;
+  socket_type client_;
+  std::string peer_;
+  asio::steady_timer timer_;
+  std::string tls_summary_;
+
+  const clock::time_point started_ = clock::now();
+  const char* phase_ = "accept";
+  std::chrono::milliseconds phase_timeout_{0};
+  clock::time_point deadline_ = clock::time_point::max();
+  bool relaying_ = false;
+  clock::time_point last_activity_;
+  std::function<void()> abort_legs_;
+
+  std::uint64_t bytes_from_client_ = 0;
+  std::uint64_t bytes_to_client_ = 0;
+  std::string outcome_;
+  std::string reason_;
+};
+
+}  // namespace
+
+asio::awaitable<void> run_session(std::shared_ptr<listener_state> listener,
+                                  std::shared_ptr<session_control> control, socket_type client) {
+  session s(std::move(listener), std::move(control), std::move(client));
+  co_await s.run();
+}
+
+}  // namespace atls::proxy::detail

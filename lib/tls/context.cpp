@@ -1,0 +1,205 @@
+#include "atls/tls/context.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+#include <string_view>
+
+#include <boost/asio/ip/address.hpp>
+
+#include "atls/tls/error.hpp"
+
+namespace atls::tls {
+
+struct context::state {
+  struct ctx_deleter {
+    void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+  };
+  std::unique_ptr<SSL_CTX, ctx_deleter> ctx;
+  tls::role role = tls::role::server;
+  std::string server_name;
+  peer_name_policy peer_names;  // read by the verify callback through SSL_CTX ex_data
+};
+
+namespace {
+
+int policy_index() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// Runs inside the handshake for every certificate of the peer's chain. After OpenSSL's own
+// checks (chain, validity, and for clients the host name) pass, the leaf's SANs must satisfy the
+// allow-lists. Synchronous, no I/O, never throws across OpenSSL.
+int verify_peer(int preverify_ok, X509_STORE_CTX* store) noexcept {
+  if (preverify_ok != 1 || X509_STORE_CTX_get_error_depth(store) != 0) {
+    return preverify_ok;
+  }
+  auto* ssl = static_cast<SSL*>(
+      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  const auto* policy =
+      static_cast<const peer_name_policy*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), policy_index()));
+  if (policy == nullptr || !policy->restricts()) {
+    return 1;
+  }
+  try {
+    if (names_allowed(*policy, subject_alt_names(X509_STORE_CTX_get_current_cert(store)))) {
+      return 1;
+    }
+  } catch (...) {
+    // Out of memory while copying names: refuse rather than guess.
+  }
+  X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+  return 0;
+}
+
+failure openssl_failure(errc code, const std::filesystem::path& file) {
+  auto reasons = drain_openssl_errors();
+  std::string detail = file.string();
+  if (!reasons.empty()) {
+    detail += ": " + reasons;
+  }
+  return {code, std::move(detail)};
+}
+
+// Settings both roles share: TLS 1.3 only, modern groups, no session resumption yet.
+detailed_result<std::unique_ptr<SSL_CTX, context::state::ctx_deleter>> new_tls13_context(
+    const SSL_METHOD* method) {
+  ERR_clear_error();
+  std::unique_ptr<SSL_CTX, context::state::ctx_deleter> ctx(SSL_CTX_new(method));
+  if (!ctx) {
+    return failure{errc::context_setup_failed, drain_openssl_errors()};
+  }
+  SSL_CTX* c = ctx.get();
+  // RFC 8446 only: TLS 1.2 and below are refused by both roles.
+  const bool ok = SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION) == 1 &&
+                  SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION) == 1 &&
+                  SSL_CTX_set1_groups_list(c, "X25519:P-256:P-384") == 1;
+  if (!ok) {
+    return failure{errc::context_setup_failed, drain_openssl_errors()};
+  }
+  // Resumption is off: attested connections must not resume (draft-fossati-seat-expat), and a
+  // sidecar pair that never resumes keeps one code path. See PROTOCOL-NOTES.md.
+  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+  // Idle connections give their record buffers back: matters with thousands of open tunnels.
+  SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  return ctx;
+}
+
+detailed_result<void> load_identity(SSL_CTX* c, const std::filesystem::path& chain,
+                                    const std::filesystem::path& key) {
+  ERR_clear_error();
+  if (SSL_CTX_use_certificate_chain_file(c, chain.c_str()) != 1) {
+    return openssl_failure(errc::certificate_unusable, chain);
+  }
+  if (SSL_CTX_use_PrivateKey_file(c, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    // OpenSSL checks the key against the certificate already loaded; say so plainly.
+    const auto code = ERR_peek_last_error();
+    const bool mismatch =
+        ERR_GET_LIB(code) == ERR_LIB_X509 && ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH;
+    return openssl_failure(
+        mismatch ? errc::key_does_not_match_certificate : errc::private_key_unusable, key);
+  }
+  if (SSL_CTX_check_private_key(c) != 1) {
+    return openssl_failure(errc::key_does_not_match_certificate, key);
+  }
+  return {};
+}
+
+detailed_result<void> load_trust(SSL_CTX* c, const std::filesystem::path& ca) {
+  ERR_clear_error();
+  if (SSL_CTX_load_verify_locations(c, ca.c_str(), nullptr) != 1) {
+    return openssl_failure(errc::ca_unusable, ca);
+  }
+  return {};
+}
+
+bool valid_server_name(std::string_view name) {
+  boost::system::error_code ec;
+  (void)boost::asio::ip::make_address(name, ec);
+  if (!ec) {
+    return true;
+  }
+  if (name.empty() || name.size() > 253 || name.front() == '.' || name.back() == '.') {
+    return false;
+  }
+  return std::ranges::all_of(name, [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.';
+  });
+}
+
+}  // namespace
+
+detailed_result<context> context::make_server(const server_options& options) {
+  auto ctx = new_tls13_context(TLS_server_method());
+  if (!ctx) {
+    return ctx.error();
+  }
+  auto st = std::make_shared<state>();
+  st->ctx = std::move(*ctx);
+  st->role = tls::role::server;
+  SSL_CTX* c = st->ctx.get();
+  if (auto r = load_identity(c, options.cert_chain, options.private_key); !r) {
+    return r.error();
+  }
+  if (options.client_ca) {
+    if (auto r = load_trust(c, *options.client_ca); !r) {
+      return r.error();
+    }
+    // Tell clients which CAs we accept (RFC 8446 §4.2.4), so they pick the right certificate.
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options.client_ca->c_str());
+    if (names == nullptr) {
+      return openssl_failure(errc::ca_unusable, *options.client_ca);
+    }
+    SSL_CTX_set_client_CA_list(c, names);
+    st->peer_names = options.client_names;
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_peer);
+  }
+  if (SSL_CTX_set_num_tickets(c, 0) != 1 ||
+      SSL_CTX_set_ex_data(c, policy_index(), &st->peer_names) != 1) {
+    return failure{errc::context_setup_failed, drain_openssl_errors()};
+  }
+  return context(std::move(st));
+}
+
+detailed_result<context> context::make_client(const client_options& options) {
+  if (!valid_server_name(options.server_name)) {
+    return failure{errc::bad_server_name, options.server_name};
+  }
+  auto ctx = new_tls13_context(TLS_client_method());
+  if (!ctx) {
+    return ctx.error();
+  }
+  auto st = std::make_shared<state>();
+  st->ctx = std::move(*ctx);
+  st->role = tls::role::client;
+  st->server_name = options.server_name;
+  st->peer_names = options.server_names;
+  SSL_CTX* c = st->ctx.get();
+  if (auto r = load_trust(c, options.ca); !r) {
+    return r.error();
+  }
+  if (options.cert_chain && options.private_key) {
+    if (auto r = load_identity(c, *options.cert_chain, *options.private_key); !r) {
+      return r.error();
+    }
+  }
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, verify_peer);
+  if (SSL_CTX_set_ex_data(c, policy_index(), &st->peer_names) != 1) {
+    return failure{errc::context_setup_failed, drain_openssl_errors()};
+  }
+  return context(std::move(st));
+}
+
+role context::role() const { return state_->role; }
+
+SSL_CTX* context::native_handle() const { return state_->ctx.get(); }
+
+const std::string& context::server_name() const { return state_->server_name; }
+
+}  // namespace atls::tls

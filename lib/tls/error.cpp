@@ -1,0 +1,63 @@
+#include "atls/tls/error.hpp"
+
+#include <openssl/err.h>
+
+#include <array>
+
+namespace atls::tls {
+
+namespace {
+
+class category final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "atls.tls"; }
+  std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::certificate_unusable:
+        return "certificate chain cannot be used";
+      case errc::private_key_unusable:
+        return "private key cannot be used";
+      case errc::key_does_not_match_certificate:
+        return "private key does not match the certificate";
+      case errc::ca_unusable:
+        return "CA bundle cannot be used";
+      case errc::bad_server_name:
+        return "server name is neither a DNS name nor an IP address";
+      case errc::context_setup_failed:
+        return "TLS context setup failed";
+      case errc::handshake_failed:
+        return "TLS handshake failed";
+      case errc::peer_rejected:
+        return "peer certificate rejected";
+      case errc::handshake_eof:
+        return "peer closed the connection during the TLS handshake";
+      case errc::truncated:
+        return "peer closed the connection without close_notify";
+      case errc::protocol_error:
+        return "TLS protocol error";
+    }
+    return "unknown atls.tls error";
+  }
+};
+
+}  // namespace
+
+const boost::system::error_category& tls_category() noexcept {
+  static const category instance;
+  return instance;
+}
+
+std::string drain_openssl_errors() {
+  std::string out;
+  while (const unsigned long code = ERR_get_error()) {
+    std::array<char, 256> text{};
+    ERR_error_string_n(code, text.data(), text.size());
+    if (!out.empty()) {
+      out += "; ";
+    }
+    out += text.data();
+  }
+  return out;
+}
+
+}  // namespace atls::tls

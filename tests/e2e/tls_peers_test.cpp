@@ -1,0 +1,214 @@
+// Interoperability and refusal with real TLS peers: openssl s_client/s_server and curl.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "e2e/configs.hpp"
+#include "support/daemon.hpp"
+#include "support/loopback.hpp"
+
+namespace atls::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string client_auth(const pki& p, const std::string& lists = "") {
+  return "      client_auth:\n        ca: " + (p / "ca.crt").string() + "\n" + lists;
+}
+
+// curl straight to an inbound listener, optionally with a client certificate.
+run_result curl_https(const pki& p, std::uint16_t port, const std::string& identity = "") {
+  std::vector<std::string> argv = {"curl",     "-sS",
+                                   "--max-time", "10",
+                                   "--cacert", (p / "ca.crt").string(),
+                                   "--resolve", "server.test:" + std::to_string(port) + ":127.0.0.1"};
+  if (!identity.empty()) {
+    argv.insert(argv.end(), {"--cert", (p / (identity + ".crt")).string(), "--key",
+                             (p / (identity + ".key")).string()});
+  }
+  argv.push_back("https://server.test:" + std::to_string(port) + "/");
+  return run(argv, 15s);
+}
+
+TEST_CASE("openssl s_client -tls1_3 negotiates TLS 1.3 with an inbound listener") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  loopback_server origin(http_responder("ok\n"));
+  const auto port = free_port();
+  atlsd in(dir, "in", header() + inbound("in", port, local(origin.port()), p));
+
+  const auto result = run({"openssl", "s_client", "-connect", local(port), "-tls1_3",
+                           "-servername", "server.test", "-CAfile", (p / "ca.crt").string(),
+                           "-verify_return_error", "-brief"},
+                          15s);
+  INFO(result.err);
+  CHECK(result.exit_code == 0);
+  CHECK(result.err.find("Protocol version: TLSv1.3") != std::string::npos);
+  CHECK(result.err.find("Verification: OK") != std::string::npos);
+}
+
+TEST_CASE("openssl s_client -tls1_2 is refused by an inbound listener") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  loopback_server origin(http_responder("ok\n"));
+  const auto port = free_port();
+  atlsd in(dir, "in", header() + inbound("in", port, local(origin.port()), p));
+
+  const auto result = run({"openssl", "s_client", "-connect", local(port), "-tls1_2",
+                           "-servername", "server.test", "-CAfile", (p / "ca.crt").string()},
+                          15s);
+  CHECK(result.exit_code != 0);
+  CHECK(result.err.find("alert protocol version") != std::string::npos);
+  CHECK(in.wait_for_log("outcome=error reason=\"tls handshake: TLS handshake failed"));
+  CHECK(in.log().find("unsupported protocol") != std::string::npos);
+  CHECK(origin.accepted() == 0);
+}
+
+TEST_CASE("with client_auth, an allowed client certificate is accepted") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  loopback_server origin(http_responder("welcome, client\n"));
+  const auto port = free_port();
+  atlsd in(dir, "in",
+           header() + inbound("in", port, local(origin.port()), p, "",
+                              client_auth(p, "        allow_uris:\n          - "
+                                             "spiffe://test.example/ns/default/*\n")));
+  const auto result = curl_https(p, port, "client");
+  INFO(result.err);
+  CHECK(result.exit_code == 0);
+  CHECK(result.out == "welcome, client\n");
+}
+
+TEST_CASE("with client_auth, a client without a certificate is refused") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  loopback_server origin(http_responder("secret\n"));
+  const auto port = free_port();
+  atlsd in(dir, "in", header() + inbound("in", port, local(origin.port()), p, "", client_auth(p)));
+
+  const auto result = curl_https(p, port);
+  CHECK(result.exit_code != 0);
+  CHECK(result.out.empty());
+  CHECK(in.wait_for_log("outcome=rejected reason=\"tls handshake: peer certificate rejected: "
+                        "no client certificate\""));
+  CHECK(origin.accepted() == 0);
+}
+
+TEST_CASE("with client_auth, a client whose names are not allowed is refused") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  loopback_server origin(http_responder("secret\n"));
+  const auto port = free_port();
+  atlsd in(dir, "in",
+           header() + inbound("in", port, local(origin.port()), p, "",
+                              client_auth(p, "        allow_dns: [client.test]\n"
+                                             "        allow_uris: [spiffe://test.example/ns/default/*]\n")));
+
+  const auto intruder = curl_https(p, port, "intruder");
+  CHECK(intruder.exit_code != 0);
+  CHECK(intruder.out.empty());
+  CHECK(in.wait_for_log("outcome=rejected reason=\"tls handshake: peer certificate rejected: "
+                        "certificate names not in allow_dns/allow_uris\""));
+
+  // Same names, but issued by a CA we do not trust.
+  const auto rogue = curl_https(p, port, "rogue-client");
+  CHECK(rogue.exit_code != 0);
+  CHECK(rogue.out.empty());
+  CHECK(in.wait_for_log("unable to get local issuer certificate"));
+  CHECK(origin.accepted() == 0);
+
+  // The allowed client still gets through the same listener.
+  const auto allowed = curl_https(p, port, "client");
+  CHECK(allowed.exit_code == 0);
+  CHECK(allowed.out == "secret\n");
+}
+
+// An `openssl s_server -www` on a free port, stopped at the end of the test.
+struct s_server {
+  s_server(const temp_dir& dir, const pki& p, const std::string& version)
+      : port(free_port()),
+        proc({.argv = {"openssl", "s_server", "-accept", local(port), version, "-www", "-cert",
+                       (p / "server.crt").string(), "-key", (p / "server.key").string()},
+              .stdout_file = dir / ("s_server" + version + ".out"),
+              .stderr_file = dir / ("s_server" + version + ".err")}) {
+    for (int i = 0; i < 200; ++i) {
+      if (connect_loopback(port)) {
+        return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    throw std::runtime_error("openssl s_server did not start");
+  }
+  std::uint16_t port;
+  process proc;
+};
+
+TEST_CASE("an outbound listener talks TLS 1.3 to openssl s_server") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  s_server server(dir, p, "-tls1_3");
+  const auto port = free_port();
+  atlsd out(dir, "out", header() + outbound("out", port, local(server.port), p));
+
+  const auto result =
+      run({"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(port) + "/"},
+          15s);
+  INFO(result.err);
+  CHECK(result.exit_code == 0);
+  // s_server -www answers with a page describing the session it negotiated.
+  CHECK(result.out.find("Protocol  : TLSv1.3") != std::string::npos);
+}
+
+TEST_CASE("an outbound listener refuses a TLS 1.2-only server") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  s_server server(dir, p, "-tls1_2");
+  const auto port = free_port();
+  atlsd out(dir, "out", header() + outbound("out", port, local(server.port), p));
+
+  auto fd = connect_loopback(port, 5s);
+  REQUIRE(fd);
+  CHECK(send_all(fd.get(), "GET / HTTP/1.0\r\n\r\n"));
+  CHECK(receive_all(fd.get()).empty());
+  CHECK(out.wait_for_log("outcome=error reason=\"tls handshake: TLS handshake failed"));
+}
+
+TEST_CASE("an outbound listener refuses a server whose certificate does not name server_name") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  s_server server(dir, p, "-tls1_3");
+  const auto port = free_port();
+  atlsd out(dir, "out",
+            header() + outbound("out", port, local(server.port), p, "somebody-else.test"));
+
+  auto fd = connect_loopback(port, 5s);
+  REQUIRE(fd);
+  CHECK(send_all(fd.get(), "GET / HTTP/1.0\r\n\r\n"));
+  CHECK(receive_all(fd.get()).empty());
+  CHECK(out.wait_for_log("outcome=rejected reason=\"tls handshake: peer certificate rejected: "
+                         "hostname mismatch\""));
+}
+
+TEST_CASE("an outbound listener presents its client certificate to a server that requires one") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  loopback_server origin(http_responder("mutual\n"));
+  const auto in_port = free_port();
+  const auto out_port = free_port();
+  atlsd in(dir, "in",
+           header() + inbound("in", in_port, local(origin.port()), p, "",
+                              client_auth(p, "        allow_dns: [client.test]\n")));
+  atlsd out(dir, "out",
+            header() + outbound("out", out_port, local(in_port), p, "server.test", "",
+                                "      cert: " + (p / "client.crt").string() +
+                                    "\n      key: " + (p / "client.key").string() + "\n"));
+  const auto result = run(
+      {"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(out_port) + "/"},
+      15s);
+  CHECK(result.exit_code == 0);
+  CHECK(result.out == "mutual\n");
+}
+
+}  // namespace
+}  // namespace atls::test

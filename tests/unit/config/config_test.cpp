@@ -1,0 +1,1099 @@
+// The config loader as an operator meets it: each mistake gets its own message, pointing at the
+// line and key to fix, and every mistake in a file is reported in one run.
+#include "atls/config/config.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include <doctest/doctest.h>
+
+#include "atls/net/endpoint.hpp"
+
+// Inside the namespace under test, so its names need no qualification.
+namespace atls::config {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+// Drops the newline that follows R"( so that line 1 of the YAML is the first line written out.
+std::string yaml(std::string_view text) {
+  if (!text.empty() && text.front() == '\n') {
+    text.remove_prefix(1);
+  }
+  return std::string(text);
+}
+
+load_result load(std::string_view text) {
+  return load_text(yaml(text), "test.yaml", "/etc/atlsd");
+}
+
+std::string all_errors(const load_result& r) {
+  std::string out;
+  for (const auto& d : r.errors) {
+    out += to_string(d) + "\n";
+  }
+  return out;
+}
+
+// The one error the text must produce. Returned by value: the result may be a temporary.
+diagnostic only_error(const load_result& r) {
+  INFO(all_errors(r));
+  REQUIRE(r.errors.size() == 1);
+  CHECK_FALSE(r.config.has_value());
+  return r.errors.front();
+}
+
+// The error reported for key, which must be there exactly once.
+diagnostic error_for(const load_result& r, std::string_view key) {
+  INFO(all_errors(r));
+  std::optional<diagnostic> found;
+  int count = 0;
+  for (const auto& d : r.errors) {
+    if (d.key == key) {
+      found = d;
+      ++count;
+    }
+  }
+  REQUIRE(count == 1);
+  return *found;
+}
+
+bool contains(std::string_view text, std::string_view part) {
+  return text.find(part) != std::string_view::npos;
+}
+
+const daemon_config& valid(const load_result& r) {
+  INFO(all_errors(r));
+  REQUIRE(r.errors.empty());
+  REQUIRE(r.config.has_value());
+  return *r.config;
+}
+
+// A fresh directory under the system temp dir, removed with its contents afterwards.
+class temp_dir {
+ public:
+  temp_dir() {
+    std::string pattern = (fs::temp_directory_path() / "atls-config-test-XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    path_ = pattern;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  temp_dir(temp_dir&&) = delete;
+  temp_dir& operator=(temp_dir&&) = delete;
+
+  [[nodiscard]] const fs::path& path() const { return path_; }
+
+  // Writes text to name (relative to the directory) and returns the full path.
+  fs::path write(const fs::path& name, std::string_view text) const {
+    auto p = path_ / name;
+    fs::create_directories(p.parent_path());
+    std::ofstream out(p, std::ios::binary);
+    out << text;
+    REQUIRE(out.good());
+    return p;
+  }
+
+ private:
+  fs::path path_;
+};
+
+const net::tcp_endpoint& tcp(const net::endpoint_spec& spec) {
+  REQUIRE(std::holds_alternative<net::tcp_endpoint>(spec));
+  return std::get<net::tcp_endpoint>(spec);
+}
+
+}  // namespace
+
+TEST_CASE("the shipped example config is valid") {
+  const fs::path path = ATLS_SOURCE_DIR "/config/atlsd.example.yaml";
+  const auto r = load_file(path);
+  const auto& c = valid(r);
+
+  CHECK(c.log_level == log_level::info);
+  CHECK(c.drain_timeout == 30s);
+  CHECK(c.threads == 2);
+  REQUIRE(c.listeners.size() == 2);
+
+  const auto& in = c.listeners[0];
+  CHECK(in.name == "web-in");
+  CHECK(in.mode == listener_mode::inbound);
+  CHECK(in.where.file == path.string());
+  CHECK(in.where.line > 0);
+  CHECK(tcp(in.listen) == net::tcp_endpoint{"0.0.0.0", 8443});
+  CHECK(tcp(in.upstream) == net::tcp_endpoint{"127.0.0.1", 8080});
+  CHECK_FALSE(in.allow_non_loopback);
+  REQUIRE(std::holds_alternative<inbound_tls>(in.tls));
+  const auto& in_tls = std::get<inbound_tls>(in.tls);
+  CHECK(in_tls.cert.path == "/etc/atlsd/server.crt");
+  CHECK(in_tls.cert.key == "listeners[0].tls.cert");
+  CHECK(in_tls.cert.where.line > in.where.line);
+  CHECK(in_tls.key.path == "/etc/atlsd/server.key");
+  REQUIRE(in_tls.client_auth.has_value());
+  CHECK(in_tls.client_auth->ca.path == "/etc/atlsd/clients-ca.crt");
+  CHECK(in_tls.client_auth->ca.key == "listeners[0].tls.client_auth.ca");
+  CHECK(in_tls.client_auth->allow_dns == std::vector<std::string>{"client.example.org"});
+  CHECK(in_tls.client_auth->allow_uris ==
+        std::vector<std::string>{"spiffe://example.org/ns/prod/sa/frontend",
+                                 "spiffe://example.org/ns/batch/*"});
+  CHECK(in.timeouts.connect == 10s);
+  CHECK(in.timeouts.handshake == 10s);
+  CHECK(in.timeouts.idle == 5min);
+  CHECK(in.max_connections == 1024);
+  CHECK(in.buffer_size == 16 * 1024);
+
+  const auto& out = c.listeners[1];
+  CHECK(out.name == "db-out");
+  CHECK(out.mode == listener_mode::outbound);
+  CHECK(tcp(out.listen) == net::tcp_endpoint{"127.0.0.1", 15432});
+  CHECK(tcp(out.upstream) == net::tcp_endpoint{"db.example.org", 5432});
+  REQUIRE(std::holds_alternative<outbound_tls>(out.tls));
+  const auto& out_tls = std::get<outbound_tls>(out.tls);
+  CHECK(out_tls.server.ca.path == "/etc/atlsd/db-ca.crt");
+  CHECK(out_tls.server_name == "db.example.org");
+  CHECK(out_tls.server.allow_dns.empty());
+  CHECK(out_tls.server.allow_uris ==
+        std::vector<std::string>{"spiffe://example.org/ns/prod/sa/postgres"});
+  REQUIRE(out_tls.cert.has_value());
+  REQUIRE(out_tls.key.has_value());
+  CHECK(out_tls.cert->path == "/etc/atlsd/client.crt");
+  CHECK(out_tls.key->path == "/etc/atlsd/client.key");
+  CHECK(out.timeouts.connect == 10s);
+  CHECK(out.timeouts.idle == 30min);
+}
+
+TEST_CASE("a minimal config gets the documented defaults") {
+  const auto r = load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: "[::]:8443"
+    upstream: unix:/run/app.sock
+    tls:
+      cert: server.crt
+      key: /abs/server.key
+)");
+  const auto& c = valid(r);
+  CHECK(c.log_level == log_level::info);
+  CHECK(c.drain_timeout == 30s);
+  CHECK(c.threads == 2);
+  REQUIRE(c.listeners.size() == 1);
+  const auto& l = c.listeners[0];
+  CHECK(l.where.line == 2);
+  CHECK(tcp(l.listen) == net::tcp_endpoint{"::", 8443});
+  CHECK(std::get<net::unix_endpoint>(l.upstream).path == "/run/app.sock");
+  CHECK(l.timeouts.connect == 10s);
+  CHECK(l.timeouts.handshake == 10s);
+  CHECK(l.timeouts.idle == 5min);
+  CHECK(l.max_connections == 1024);
+  CHECK(l.buffer_size == 16 * 1024);
+  const auto& tls = std::get<inbound_tls>(l.tls);
+  CHECK_FALSE(tls.client_auth.has_value());
+  CHECK(tls.cert.path == "/etc/atlsd/server.crt");
+  CHECK(tls.cert.where.line == 7);
+  CHECK(tls.cert.where.column == 13);
+  CHECK(tls.key.path == "/abs/server.key");
+}
+
+TEST_CASE("every optional key is read when set") {
+  const auto r = load(R"(
+log:
+  level: debug
+drain_timeout: 1500ms
+threads: 64
+listeners:
+  - name: out_1.a-b
+    mode: outbound
+    listen: unix:/run/atlsd/out.sock
+    upstream: 10.0.0.7:443
+    allow_non_loopback: false
+    tls:
+      ca: ca.crt
+      server_name: 10.0.0.7
+      allow_dns: [a.example, B.example]
+      allow_uris: []
+    timeouts: {connect: 1s, handshake: 2m, idle: 0s}
+    max_connections: 1000000
+    buffer_size: 16MiB
+)");
+  const auto& c = valid(r);
+  CHECK(c.log_level == log_level::debug);
+  CHECK(c.drain_timeout == 1500ms);
+  CHECK(c.threads == 64);
+  const auto& l = c.listeners.at(0);
+  CHECK(l.name == "out_1.a-b");
+  const auto& tls = std::get<outbound_tls>(l.tls);
+  CHECK(tls.server_name == "10.0.0.7");
+  CHECK(tls.server.allow_dns == std::vector<std::string>{"a.example", "B.example"});
+  CHECK(tls.server.allow_uris.empty());
+  CHECK_FALSE(tls.cert.has_value());
+  CHECK_FALSE(tls.key.has_value());
+  CHECK(l.timeouts.connect == 1s);
+  CHECK(l.timeouts.handshake == 2min);
+  CHECK(l.timeouts.idle == 0ms);
+  CHECK(l.max_connections == 1'000'000);
+  CHECK(l.buffer_size == 16 * 1024 * 1024);
+}
+
+TEST_CASE("an unknown key is reported with its line and key path") {
+  const auto d = only_error(load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: server.crt
+      key: server.key
+      colour: blue
+)"));
+  CHECK(d.where.file == "test.yaml");
+  CHECK(d.where.line == 9);
+  CHECK(d.where.column == 7);
+  CHECK(d.key == "listeners[0].tls.colour");
+  CHECK(d.message == "unknown key 'colour'");
+}
+
+TEST_CASE("a misspelt key gets a did-you-mean suggestion") {
+  const auto r = load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    lsiten: 0.0.0.0:8443
+    upsteam: 127.0.0.1:8080
+    tls:
+      cert: server.crt
+      key: server.key
+)");
+  const auto listen = error_for(r, "listeners[0].lsiten");
+  CHECK(listen.where.line == 4);
+  CHECK(listen.message == "unknown key 'lsiten'; did you mean 'listen'?");
+  const auto upstream = error_for(r, "listeners[0].upsteam");
+  CHECK(upstream.where.line == 5);
+  CHECK(upstream.message == "unknown key 'upsteam'; did you mean 'upstream'?");
+  // The keys it probably meant are still missing.
+  CHECK(contains(all_errors(r), "missing required key 'listen'"));
+  CHECK(contains(all_errors(r), "missing required key 'upstream'"));
+}
+
+TEST_CASE("an unknown key unlike any known key gets no suggestion") {
+  const auto d = only_error(load(R"(
+foo: 1
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+)"));
+  CHECK(d.where.line == 1);
+  CHECK(d.key == "foo");
+  CHECK(d.message == "unknown key 'foo'");
+}
+
+TEST_CASE("a value of the wrong type says what was expected") {
+  const auto r = load(R"(
+log: info
+threads: two
+listeners:
+  - name: [in]
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    allow_non_loopback: 1
+    tls: server.crt
+    timeouts:
+)");
+  CHECK(error_for(r, "log").message == "expected a mapping");
+  CHECK(error_for(r, "log").where.line == 1);
+  CHECK(error_for(r, "threads").message == "expected an integer");
+  CHECK(error_for(r, "listeners[0].name").message == "expected a string");
+  CHECK(error_for(r, "listeners[0].name").where.line == 4);
+  CHECK(error_for(r, "listeners[0].allow_non_loopback").message == "expected true or false");
+  CHECK(error_for(r, "listeners[0].tls").message == "expected a mapping");
+  CHECK(error_for(r, "listeners[0].tls").where.line == 9);
+  // An empty value points at its key, not at whatever follows it.
+  CHECK(error_for(r, "listeners[0].timeouts").message == "expected a mapping");
+  CHECK(error_for(r, "listeners[0].timeouts").where.line == 10);
+  CHECK(r.errors.size() == 6);
+}
+
+TEST_CASE("listeners must be a list") {
+  const auto d = only_error(load("listeners: {name: in}\n"));
+  CHECK(d.key == "listeners");
+  CHECK(d.message == "expected a list");
+  CHECK(d.where.line == 1);
+}
+
+TEST_CASE("YAML 1.1 yes and no are not accepted as booleans") {
+  const auto d = only_error(load(R"(
+listeners:
+  - name: out
+    mode: outbound
+    listen: 0.0.0.0:15432
+    upstream: db.example:5432
+    allow_non_loopback: yes
+    tls: {ca: ca.crt, server_name: db.example}
+)"));
+  // The non-loopback error is not added on top: the opt-in key itself is what is wrong.
+  CHECK(d.key == "listeners[0].allow_non_loopback");
+  CHECK(d.message == "expected true or false");
+  CHECK(d.where.line == 6);
+}
+
+TEST_CASE("a missing required key points at the mapping that lacks it") {
+  const auto r = load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: server.crt
+)");
+  const auto listen = error_for(r, "listeners[0]");
+  CHECK(listen.message == "missing required key 'listen'");
+  CHECK(listen.where.line == 2);
+  const auto key = error_for(r, "listeners[0].tls");
+  CHECK(key.message == "missing required key 'key'");
+  CHECK(key.where.line == 5);
+  CHECK(r.errors.size() == 2);
+}
+
+TEST_CASE("a config without listeners is rejected") {
+  SUBCASE("the key is missing") {
+    const auto d = only_error(load("threads: 2\n"));
+    CHECK(d.key.empty());
+    CHECK(d.message == "missing required key 'listeners'");
+    CHECK(d.where.line == 1);
+  }
+  SUBCASE("the list is empty") {
+    const auto d = only_error(load("threads: 2\nlisteners: []\n"));
+    CHECK(d.key == "listeners");
+    CHECK(d.message == "at least one listener is required");
+    CHECK(d.where.line == 2);
+  }
+  SUBCASE("the file is empty") {
+    const auto d = only_error(load("# nothing here\n"));
+    CHECK(d.message == "the config is empty: it needs at least 'listeners'");
+    CHECK(d.where.line == 1);
+  }
+}
+
+TEST_CASE("an invalid mode is reported once and tls is not checked against either mode") {
+  const auto d = only_error(load(R"(
+listeners:
+  - name: in
+    mode: inbond
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      ca: ca.crt
+      cert: server.crt
+)"));
+  CHECK(d.key == "listeners[0].mode");
+  CHECK(d.where.line == 3);
+  CHECK(d.where.column == 11);
+  CHECK(d.message == "'inbond' is not one of: inbound, outbound; did you mean 'inbound'?");
+}
+
+TEST_CASE("an invalid log level lists the allowed levels") {
+  const auto d = only_error(load(R"(
+log:
+  level: verbose
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+)"));
+  CHECK(d.key == "log.level");
+  CHECK(d.where.line == 2);
+  CHECK(d.message == "'verbose' is not one of: trace, debug, info, warn, error");
+}
+
+TEST_CASE("an invalid endpoint is reported with the reason and the text") {
+  const auto r = load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: localhost
+    upstream: unix:run/app.sock
+    tls: {cert: a, key: b}
+)");
+  const auto listen = error_for(r, "listeners[0].listen");
+  CHECK(listen.where.line == 4);
+  CHECK(listen.where.column == 13);
+  CHECK(listen.message ==
+        "invalid address 'localhost': " + net::make_error_code(net::errc::missing_port).message());
+  const auto upstream = error_for(r, "listeners[0].upstream");
+  CHECK(upstream.message == "invalid address 'unix:run/app.sock': " +
+                                net::make_error_code(net::errc::unix_path_not_absolute).message());
+  CHECK(r.errors.size() == 2);
+}
+
+TEST_CASE("port 0 and ports above 65535 are rejected") {
+  const auto r = load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:0
+    upstream: 127.0.0.1:65536
+    tls: {cert: a, key: b}
+)");
+  const auto bad_port = net::make_error_code(net::errc::bad_port).message();
+  CHECK(error_for(r, "listeners[0].listen").message == "invalid address '0.0.0.0:0': " + bad_port);
+  CHECK(error_for(r, "listeners[0].listen").where.line == 4);
+  CHECK(error_for(r, "listeners[0].upstream").message ==
+        "invalid address '127.0.0.1:65536': " + bad_port);
+  CHECK(r.errors.size() == 2);
+}
+
+TEST_CASE("a duration without a unit is rejected") {
+  const auto d = only_error(load(R"(
+drain_timeout: 30s
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+    timeouts:
+      connect: 10
+)"));
+  CHECK(d.key == "listeners[0].timeouts.connect");
+  CHECK(d.where.line == 9);
+  CHECK(d.where.column == 16);
+  CHECK(d.message == "duration needs a unit (ms, s, m, h), e.g. 10s");
+}
+
+TEST_CASE("a malformed duration says what is wrong with it") {
+  const auto r = load(R"(
+drain_timeout: 1.5s
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+    timeouts: {connect: 10sec, handshake: -1s, idle: [1s]}
+)");
+  CHECK(error_for(r, "drain_timeout").message ==
+        "a duration must be a whole number of its unit, e.g. 1500ms instead of 1.5s");
+  CHECK(error_for(r, "listeners[0].timeouts.connect").message ==
+        "unknown duration unit 'sec' (use ms, s, m or h)");
+  CHECK(error_for(r, "listeners[0].timeouts.handshake").message ==
+        "a duration is a whole number followed by a unit (ms, s, m, h), e.g. 10s");
+  CHECK(error_for(r, "listeners[0].timeouts.idle").message == "expected a duration, e.g. 10s");
+  CHECK(r.errors.size() == 4);
+}
+
+TEST_CASE("an invalid size is rejected") {
+  SUBCASE("unknown unit") {
+    const auto d = only_error(load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+    buffer_size: 16KB
+)"));
+    CHECK(d.key == "listeners[0].buffer_size");
+    CHECK(d.where.line == 7);
+    CHECK(d.message ==
+          "unknown size unit 'KB' (use B, KiB, MiB or GiB; k, M and G mean the same binary "
+          "multiples)");
+  }
+  SUBCASE("no unit") {
+    const auto d = only_error(load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+    buffer_size: 16384
+)"));
+    CHECK(d.message == "size needs a unit (B, KiB, MiB, GiB), e.g. 16KiB");
+  }
+}
+
+TEST_CASE("a value out of range is rejected with the range") {
+  const auto r = load(R"(
+drain_timeout: 0s
+threads: 65
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+    timeouts: {connect: 0ms, handshake: 169h, idle: 0s}
+    max_connections: 0
+    buffer_size: 512B
+  - name: in2
+    mode: inbound
+    listen: 0.0.0.0:8444
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+    max_connections: -5
+    buffer_size: 17M
+)");
+  CHECK(error_for(r, "drain_timeout").message == "must be longer than 0s");
+  CHECK(error_for(r, "threads").message == "must be from 1 to 64");
+  CHECK(error_for(r, "threads").where.line == 2);
+  CHECK(error_for(r, "listeners[0].timeouts.connect").message == "must be longer than 0s");
+  CHECK(error_for(r, "listeners[0].timeouts.handshake").message == "must be at most 168h");
+  CHECK(error_for(r, "listeners[0].max_connections").message == "must be from 1 to 1000000");
+  CHECK(error_for(r, "listeners[0].buffer_size").message == "must be from 1KiB to 16MiB");
+  CHECK(error_for(r, "listeners[1].max_connections").message == "must be from 1 to 1000000");
+  CHECK(error_for(r, "listeners[1].buffer_size").message == "must be from 1KiB to 16MiB");
+  CHECK(error_for(r, "listeners[1].buffer_size").where.line == 18);
+  // idle: 0s is allowed: it turns the idle limit off.
+  CHECK(r.errors.size() == 8);
+}
+
+TEST_CASE("an integer too large for any type is out of range, not a crash") {
+  const auto d = only_error(load(R"(
+threads: 99999999999999999999999999
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+)"));
+  CHECK(d.message == "must be from 1 to 64");
+}
+
+TEST_CASE("a listener name with characters outside A-Z a-z 0-9 _ . - is rejected") {
+  const auto d = only_error(load(R"(
+listeners:
+  - name: web in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+)"));
+  CHECK(d.key == "listeners[0].name");
+  CHECK(d.message == "'web in' is not a valid name: use 1 to 64 of A-Z a-z 0-9 _ . -");
+}
+
+TEST_CASE("a duplicate listener name is reported on the second, with the first's line") {
+  const auto d = only_error(load(R"(
+listeners:
+  - name: web
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+  - name: web
+    mode: inbound
+    listen: 0.0.0.0:8444
+    upstream: 127.0.0.1:8081
+    tls: {cert: a, key: b}
+)"));
+  CHECK(d.key == "listeners[1].name");
+  CHECK(d.where.line == 7);
+  CHECK(d.message == "duplicate listener name 'web' (first used on line 2)");
+}
+
+TEST_CASE("two listeners on the same listen address are rejected") {
+  const auto d = only_error(load(R"(
+listeners:
+  - name: a
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+  - name: b
+    mode: outbound
+    listen: unix:/run/b.sock
+    upstream: b.example:443
+    tls: {ca: ca.crt, server_name: b.example}
+  - name: c
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8081
+    tls: {cert: a, key: b}
+)"));
+  CHECK(d.key == "listeners[2].listen");
+  CHECK(d.where.line == 14);
+  CHECK(d.message == "listen address '0.0.0.0:8443' is already used by listener 'a' (line 4)");
+}
+
+TEST_CASE("an outbound listener beyond loopback needs allow_non_loopback") {
+  const std::string head = R"(
+listeners:
+  - name: out
+    mode: outbound
+    upstream: db.example:5432
+    tls: {ca: ca.crt, server_name: db.example}
+)";
+  SUBCASE("without the opt-in it is an error naming the opt-in") {
+    const auto d = only_error(load(head + "    listen: 0.0.0.0:15432\n"));
+    CHECK(d.key == "listeners[0].listen");
+    CHECK(d.where.line == 6);
+    CHECK(contains(d.message, "non-loopback address '0.0.0.0:15432'"));
+    CHECK(contains(d.message, "plaintext relay"));
+    CHECK(contains(d.message, "allow_non_loopback: true"));
+  }
+  SUBCASE("a name that is not localhost counts as non-loopback") {
+    const auto d = only_error(load(head + "    listen: myhost:15432\n"));
+    CHECK(d.key == "listeners[0].listen");
+  }
+  SUBCASE("allow_non_loopback: false is the same as leaving it out") {
+    const auto r = load(head + "    listen: 10.1.2.3:15432\n    allow_non_loopback: false\n");
+    CHECK(error_for(r, "listeners[0].listen").where.line == 6);
+  }
+  SUBCASE("with the opt-in it is accepted") {
+    const auto r = load(head + "    listen: 0.0.0.0:15432\n    allow_non_loopback: true\n");
+    CHECK(valid(r).listeners.at(0).allow_non_loopback);
+  }
+  SUBCASE("loopback addresses and unix sockets need no opt-in") {
+    for (const auto* listen : {"127.0.0.1:1", "127.8.9.10:1", "\"[::1]:1\"", "localhost:1",
+                               "unix:/run/atlsd/out.sock"}) {
+      CAPTURE(listen);
+      const auto r = load(head + "    listen: " + listen + "\n");
+      CHECK(valid(r).listeners.size() == 1);
+    }
+  }
+}
+
+TEST_CASE("allow_non_loopback on an inbound listener is rejected") {
+  const auto d = only_error(load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    allow_non_loopback: true
+    tls: {cert: a, key: b}
+)"));
+  CHECK(d.key == "listeners[0].allow_non_loopback");
+  CHECK(d.where.line == 6);
+  CHECK(contains(d.message, "applies only to outbound listeners"));
+}
+
+TEST_CASE("a listener whose upstream is its own listen address is rejected") {
+  const auto d = only_error(load(R"(
+listeners:
+  - name: loop
+    mode: outbound
+    listen: 127.0.0.1:9000
+    upstream: 127.0.0.1:9000
+    tls: {ca: ca.crt, server_name: localhost}
+)"));
+  CHECK(d.key == "listeners[0].upstream");
+  CHECK(d.where.line == 5);
+  CHECK(d.message ==
+        "upstream is the same address as listen: the listener would connect to itself");
+}
+
+TEST_CASE("an outbound client certificate needs its key, and the key its certificate") {
+  SUBCASE("cert without key") {
+    const auto d = only_error(load(R"(
+listeners:
+  - name: out
+    mode: outbound
+    listen: 127.0.0.1:9000
+    upstream: db.example:5432
+    tls:
+      ca: ca.crt
+      server_name: db.example
+      cert: client.crt
+)"));
+    CHECK(d.key == "listeners[0].tls.cert");
+    CHECK(d.where.line == 9);
+    CHECK(d.message == "'cert' is set without 'key': a client certificate needs its private key");
+  }
+  SUBCASE("key without cert") {
+    const auto d = only_error(load(R"(
+listeners:
+  - name: out
+    mode: outbound
+    listen: 127.0.0.1:9000
+    upstream: db.example:5432
+    tls:
+      ca: ca.crt
+      key: client.key
+      server_name: db.example
+)"));
+    CHECK(d.key == "listeners[0].tls.key");
+    CHECK(d.where.line == 8);
+    CHECK(d.message == "'key' is set without 'cert': a private key needs its client certificate");
+  }
+}
+
+TEST_CASE("allow_uris entries must be URIs with at most a final /* wildcard") {
+  const auto r = load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: a
+      key: b
+      client_auth:
+        ca: ca.crt
+        allow_uris:
+          - spiffe://example.org/ns/prod/sa/web
+          - spiffe://example.org/ns/*
+          - example.org/ns/prod
+          - spiffe://example.org/ns*
+          - spiffe://*
+          - spiffe://example.org/*/sa/web
+          - ""
+          - spiffe:///ns/x
+          - spiffe://example.org/a b
+)");
+  const std::string bad_star =
+      "'*' is only allowed as the whole last path segment, e.g. spiffe://example.org/ns/*";
+  const std::string key = "listeners[0].tls.client_auth.allow_uris";
+  CHECK(contains(error_for(r, key + "[2]").message, "is not a URI"));
+  CHECK(error_for(r, key + "[2]").where.line == 14);
+  CHECK(error_for(r, key + "[3]").message == bad_star);
+  CHECK(error_for(r, key + "[4]").message == bad_star);
+  CHECK(error_for(r, key + "[5]").message == bad_star);
+  CHECK(error_for(r, key + "[6]").message == "must not be empty");
+  CHECK(error_for(r, key + "[7]").message == "'spiffe:///ns/x' has nothing after '://'");
+  CHECK(error_for(r, key + "[8]").message == "must not contain spaces or control characters");
+  CHECK(r.errors.size() == 7);
+}
+
+TEST_CASE("allow_dns entries must be exact DNS names") {
+  const auto r = load(R"(
+listeners:
+  - name: out
+    mode: outbound
+    listen: 127.0.0.1:9000
+    upstream: db.example:5432
+    tls:
+      ca: ca.crt
+      server_name: db.example
+      allow_dns: [db.example, "*.example", "", bad..name, [nested]]
+)");
+  const std::string key = "listeners[0].tls.allow_dns";
+  CHECK(error_for(r, key + "[1]").message ==
+        "wildcards are not supported in allow_dns: list each DNS name exactly");
+  CHECK(error_for(r, key + "[1]").where.line == 9);
+  CHECK(error_for(r, key + "[2]").message == "must not be empty");
+  CHECK(contains(error_for(r, key + "[3]").message, "is not a valid DNS name"));
+  CHECK(error_for(r, key + "[4]").message == "expected a string");
+  CHECK(r.errors.size() == 4);
+}
+
+TEST_CASE("server_name must be one DNS name or IP address") {
+  const std::string head = R"(
+listeners:
+  - name: out
+    mode: outbound
+    listen: 127.0.0.1:9000
+    upstream: db.example:5432
+    tls:
+      ca: ca.crt
+)";
+  SUBCASE("names and addresses are accepted") {
+    for (const auto* name : {"db.example", "10.0.0.1", "\"::1\"", "localhost"}) {
+      CAPTURE(name);
+      const auto r = load(head + "      server_name: " + name + "\n");
+      CHECK(valid(r).listeners.size() == 1);
+    }
+  }
+  SUBCASE("wildcards, brackets and junk are rejected") {
+    for (const auto* name :
+         {"\"*.example\"", "\"[::1]\"", "\"db example\"", "\"\"", "a..b", "db_1.example"}) {
+      CAPTURE(name);
+      const auto d = only_error(load(head + "      server_name: " + name + "\n"));
+      CHECK(d.key == "listeners[0].tls.server_name");
+      CHECK(d.where.line == 8);
+    }
+  }
+  SUBCASE("it is required") {
+    const auto d = only_error(load(head));
+    CHECK(d.key == "listeners[0].tls");
+    CHECK(d.message == "missing required key 'server_name'");
+  }
+}
+
+TEST_CASE("a key of the other mode is unknown, with a hint where it belongs") {
+  SUBCASE("server_name and ca on an inbound listener") {
+    const auto r = load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: a
+      key: b
+      ca: ca.crt
+      server_name: x.example
+)");
+    CHECK(error_for(r, "listeners[0].tls.ca").message ==
+          "unknown key 'ca': it applies to outbound listeners only (to verify client "
+          "certificates, put it under tls.client_auth)");
+    CHECK(error_for(r, "listeners[0].tls.ca").where.line == 9);
+    CHECK(error_for(r, "listeners[0].tls.server_name").message ==
+          "unknown key 'server_name': it applies to outbound listeners only");
+    CHECK(r.errors.size() == 2);
+  }
+  SUBCASE("client_auth on an outbound listener") {
+    const auto d = only_error(load(R"(
+listeners:
+  - name: out
+    mode: outbound
+    listen: 127.0.0.1:9000
+    upstream: db.example:5432
+    tls:
+      ca: ca.crt
+      server_name: db.example
+      client_auth: {ca: ca.crt}
+)"));
+    CHECK(d.key == "listeners[0].tls.client_auth");
+    CHECK(d.where.line == 9);
+    CHECK(contains(d.message, "unknown key 'client_auth': it applies to inbound listeners only"));
+  }
+  SUBCASE("client_auth needs its ca") {
+    const auto d = only_error(load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: a
+      key: b
+      client_auth:
+        allow_dns: [a.example]
+)"));
+    CHECK(d.key == "listeners[0].tls.client_auth");
+    CHECK(d.where.line == 9);
+    CHECK(d.message == "missing required key 'ca'");
+  }
+}
+
+TEST_CASE("a key given twice in one mapping is rejected") {
+  const auto d = only_error(load(R"(
+threads: 2
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a, key: b}
+threads: 4
+)"));
+  CHECK(d.key == "threads");
+  CHECK(d.where.line == 8);
+  CHECK(d.message == "duplicate key 'threads' (first set on line 1)");
+}
+
+TEST_CASE("a YAML syntax error is reported at its line and column") {
+  SUBCASE("an unclosed flow sequence") {
+    const auto d = only_error(load(R"(
+threads: 2
+listeners: [
+  {name: a}
+)"));
+    CHECK(d.key.empty());
+    CHECK(d.where.line == 4);
+    CHECK(d.where.column == 1);
+    CHECK(d.message == "YAML syntax error: end of sequence flow not found");
+  }
+  SUBCASE("a bad indent") {
+    const auto d = only_error(load(R"(
+threads: 2
+listeners:
+  - name: a
+     mode: inbound
+)"));
+    CHECK(d.where.line == 4);
+    CHECK(contains(d.message, "YAML syntax error: "));
+  }
+  SUBCASE("a tab used for indentation is named as the cause") {
+    const auto d = only_error(load("log:\n\tlevel: info\n"));
+    CHECK(d.where.line == 2);
+    CHECK(contains(d.message, "YAML does not allow tabs for indentation"));
+  }
+}
+
+TEST_CASE("a config must be a single YAML mapping") {
+  SUBCASE("a second document") {
+    const auto d = only_error(load("threads: 2\n---\nthreads: 3\n"));
+    CHECK(d.where.line == 3);
+    CHECK(contains(d.message, "single YAML document"));
+  }
+  SUBCASE("a list at the top") {
+    const auto d = only_error(load("- a\n- b\n"));
+    CHECK(d.key.empty());
+    CHECK(d.message == "expected a mapping");
+  }
+}
+
+TEST_CASE("several mistakes in one file are all reported, in file order") {
+  const auto r = load(R"(
+log:
+  levle: info
+threads: 0
+listeners:
+  - name: a
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: a}
+  - name: a
+    mode: outbound
+    listen: 0.0.0.0:9000
+    upstream: db.example
+    tls: {ca: ca.crt, server_name: db.example, cert: c.crt}
+    timeouts: {idle: 5}
+)");
+  INFO(all_errors(r));
+  CHECK_FALSE(r.config.has_value());
+  REQUIRE(r.errors.size() == 8);
+  CHECK(r.errors[0].key == "log.levle");
+  CHECK(r.errors[0].message == "unknown key 'levle'; did you mean 'level'?");
+  CHECK(r.errors[1].key == "threads");
+  CHECK(r.errors[2].key == "listeners[0].tls");            // missing key
+  CHECK(r.errors[3].key == "listeners[1].name");           // duplicate
+  CHECK(r.errors[4].key == "listeners[1].listen");         // outbound beyond loopback
+  CHECK(r.errors[5].key == "listeners[1].upstream");       // no port
+  CHECK(r.errors[6].key == "listeners[1].tls.cert");       // no key
+  CHECK(r.errors[7].key == "listeners[1].timeouts.idle");  // no unit
+  for (std::size_t i = 1; i < r.errors.size(); ++i) {
+    CHECK(r.errors[i - 1].where.line <= r.errors[i].where.line);
+  }
+}
+
+TEST_CASE("relative file paths are resolved against the config file's directory") {
+  const temp_dir dir;
+  const auto path = dir.write("etc/atlsd.yaml", yaml(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: certs/server.crt
+      key: ../keys/./server.key
+      client_auth:
+        ca: /abs/ca.crt
+)"));
+  const auto r = load_file(path);
+  const auto& tls = std::get<inbound_tls>(valid(r).listeners.at(0).tls);
+  CHECK(tls.cert.path == dir.path() / "etc/certs/server.crt");
+  CHECK(tls.key.path == dir.path() / "keys/server.key");
+  CHECK(tls.client_auth->ca.path == "/abs/ca.crt");
+  CHECK(tls.cert.where.file == path.string());
+  CHECK(tls.cert.where.line == 7);
+  CHECK(tls.key.key == "listeners[0].tls.key");
+  // The files need not exist: they are loaded when the TLS contexts are built.
+  CHECK_FALSE(fs::exists(tls.cert.path));
+}
+
+TEST_CASE("a config path relative to the working directory still resolves files next to it") {
+  const temp_dir dir;
+  dir.write("atlsd.yaml",
+            "listeners: [{name: a, mode: inbound, listen: '0.0.0.0:1', "
+            "upstream: '127.0.0.1:2', tls: {cert: s.crt, key: s.key}}]\n");
+  const auto saved = fs::current_path();
+  fs::current_path(dir.path());
+  const auto r = load_file("atlsd.yaml");
+  fs::current_path(saved);
+  const auto& tls = std::get<inbound_tls>(valid(r).listeners.at(0).tls);
+  CHECK(tls.cert.path.is_absolute());
+  CHECK(tls.cert.path == dir.path() / "s.crt");
+  CHECK(tls.cert.where.file == "atlsd.yaml");
+}
+
+TEST_CASE("a config file that cannot be read is one error naming the file") {
+  const temp_dir dir;
+  SUBCASE("missing") {
+    const auto path = dir.path() / "absent.yaml";
+    const auto d = only_error(load_file(path));
+    CHECK(d.where.file == path.string());
+    CHECK(d.where.line == 0);
+    CHECK(contains(d.message, "cannot read config"));
+    CHECK(to_string(d) == path.string() + ": " + d.message);
+  }
+  SUBCASE("a directory") {
+    const auto d = only_error(load_file(dir.path()));
+    CHECK(d.message == "cannot read config: it is a directory");
+  }
+  SUBCASE("too large") {
+    const auto path = dir.write("big.yaml", std::string(1024 * 1024 + 1, '#'));
+    const auto d = only_error(load_file(path));
+    CHECK(contains(d.message, "larger than 1 MiB"));
+  }
+}
+
+TEST_CASE("a diagnostic prints as file:line:column: key: message") {
+  CHECK(to_string({{"a.yaml", 3, 7}, "listeners[1].tls.cert", "must not be empty"}) ==
+        "a.yaml:3:7: listeners[1].tls.cert: must not be empty");
+  CHECK(to_string({{"a.yaml", 1, 1}, "", "YAML syntax error: x"}) ==
+        "a.yaml:1:1: YAML syntax error: x");
+}
+
+TEST_CASE("parse_duration accepts a whole number with ms, s, m or h") {
+  CHECK(parse_duration("0s") == 0ms);
+  CHECK(parse_duration("0ms") == 0ms);
+  CHECK(parse_duration("500ms") == 500ms);
+  CHECK(parse_duration("10s") == 10s);
+  CHECK(parse_duration("5m") == 5min);
+  CHECK(parse_duration("1h") == 1h);
+  CHECK(parse_duration("007s") == 7s);
+  CHECK(parse_duration("9223372036854775807ms") ==
+        std::chrono::milliseconds(std::numeric_limits<std::int64_t>::max()));
+}
+
+TEST_CASE("parse_duration rejects missing units, garbage and overflow") {
+  for (const auto* text :
+       {"", "10", "s", "-1s", "+1s", "1.5s", "10 s", " 10s", "10s ", "10sec", "10S", "1d", "10ss",
+        "1h30m", "0x10s", "9223372036854775808ms", "2562047788016h", "99999999999999999999999s"}) {
+    CAPTURE(text);
+    CHECK_FALSE(parse_duration(text).has_value());
+  }
+  // The largest whole number of hours that fits in int64 milliseconds.
+  CHECK(parse_duration("2562047788015h").has_value());
+}
+
+TEST_CASE("parse_size accepts binary units") {
+  CHECK(parse_size("0B") == 0u);
+  CHECK(parse_size("512B") == 512u);
+  CHECK(parse_size("16KiB") == 16u * 1024);
+  CHECK(parse_size("16k") == 16u * 1024);
+  CHECK(parse_size("16K") == 16u * 1024);
+  CHECK(parse_size("1MiB") == 1024u * 1024);
+  CHECK(parse_size("1M") == 1024u * 1024);
+  CHECK(parse_size("2GiB") == 2ull * 1024 * 1024 * 1024);
+  CHECK(parse_size("2G") == 2ull * 1024 * 1024 * 1024);
+  CHECK(parse_size("18446744073709551615B") == std::numeric_limits<std::uint64_t>::max());
+}
+
+TEST_CASE("parse_size rejects missing units, garbage and overflow") {
+  for (const auto* text :
+       {"", "16", "KiB", "-1KiB", "1.5MiB", "16 KiB", "16KB", "16kb", "16kib", "16Ki", "1T",
+        "16KiBx", "18446744073709551616B", "17179869184G", "99999999999999999999999B"}) {
+    CAPTURE(text);
+    CHECK_FALSE(parse_size(text).has_value());
+  }
+  CHECK(parse_size("17179869183G").has_value());
+}
+
+}  // namespace atls::config
