@@ -105,8 +105,8 @@ struct server::state {
     ++open;
     asio::co_spawn(
         control->executor,
-        [listener, control, s = std::move(socket)]() mutable -> asio::awaitable<void> {
-          co_await detail::run_session(listener, control, std::move(s));
+        [listener, control, s = std::move(socket)]() mutable {
+          return detail::run_session(listener, control, std::move(s));
         },
         asio::bind_cancellation_slot(
             control->cancel.slot(), [self, listener, control](const std::exception_ptr& e) {
@@ -153,6 +153,41 @@ struct server::state {
         socket.set_option(asio::ip::tcp::no_delay(true), ignored);
       }
       self->spawn_session(self, listener, std::move(socket));
+    }
+  }
+
+  // Runs on the server's strand: waits for sessions to end, aborts the rest at the timeout.
+  static asio::awaitable<void> drain_sessions(std::shared_ptr<state> self,
+                                              std::chrono::milliseconds timeout) {
+    if (self->open > 0) {
+      spdlog::info("draining {} open connection(s), up to {} ms", self->open.load(),
+                   timeout.count());
+    }
+    co_await self->wait_until_closed(std::chrono::steady_clock::now() + timeout);
+    if (self->open == 0) {
+      co_return;
+    }
+    spdlog::warn("drain timeout: aborting {} connection(s)", self->open.load());
+    for (const auto& listener : self->listeners) {
+      const std::lock_guard lock(listener->mutex);
+      for (const auto& [id, control] : listener->sessions) {
+        asio::post(control->executor, [control = control] {
+          control->aborting = true;
+          control->cancel.emit(asio::cancellation_type::terminal);
+        });
+      }
+    }
+    co_await self->wait_until_closed(std::chrono::steady_clock::now() + abort_grace);
+    if (self->open > 0) {
+      spdlog::error("{} connection(s) did not stop after abort", self->open.load());
+    }
+  }
+
+  asio::awaitable<void> wait_until_closed(std::chrono::steady_clock::time_point deadline) {
+    asio::steady_timer timer(executor);
+    while (open > 0 && std::chrono::steady_clock::now() < deadline) {
+      timer.expires_at(deadline);
+      co_await (all_closed.wait() || timer.async_wait(use_tuple));
     }
   }
 };
@@ -205,9 +240,7 @@ void server::start() {
                  net::to_string(listener->options.upstream), listener->options.max_connections);
     asio::co_spawn(
         listener->executor,
-        [self = state_, listener]() -> asio::awaitable<void> {
-          co_await state::accept_loop(self, listener);
-        },
+        [self = state_, listener] { return state::accept_loop(self, listener); },
         [name = listener->options.name](const std::exception_ptr& e) {
           if (e) {
             try {
@@ -220,59 +253,28 @@ void server::start() {
   }
 }
 
+// GCC 12 destroys a capturing lambda twice when it is a temporary inside a co_await expression
+// (the bug behind asio issue #858), so the lambdas below are named before they are awaited.
 asio::awaitable<void> server::drain(std::chrono::milliseconds timeout) {
   auto self = state_;
   for (const auto& listener : self->listeners) {
-    co_await asio::co_spawn(
-        listener->executor,
-        [listener]() -> asio::awaitable<void> {
-          listener->stopping = true;
-          error_code ignored;
-          listener->acceptor.close(ignored);
-          listener->slot_freed.notify_all();
-          if (const auto* u = std::get_if<net::unix_endpoint>(&listener->options.listen)) {
-            std::error_code fs_ignored;
-            std::filesystem::remove(u->path, fs_ignored);
-          }
-          co_return;
-        },
-        asio::use_awaitable);
+    auto stop_accepting = [listener]() -> asio::awaitable<void> {
+      listener->stopping = true;
+      error_code ignored;
+      listener->acceptor.close(ignored);
+      listener->slot_freed.notify_all();
+      if (const auto* u = std::get_if<net::unix_endpoint>(&listener->options.listen)) {
+        std::error_code fs_ignored;
+        std::filesystem::remove(u->path, fs_ignored);
+      }
+      co_return;
+    };
+    auto stopped = asio::co_spawn(listener->executor, std::move(stop_accepting), asio::use_awaitable);
+    co_await std::move(stopped);
   }
-
-  co_await asio::co_spawn(
-      self->executor,
-      [self, timeout]() -> asio::awaitable<void> {
-        asio::steady_timer timer(self->executor);
-        const auto wait_until_closed = [&](auto deadline) -> asio::awaitable<void> {
-          while (self->open > 0 && std::chrono::steady_clock::now() < deadline) {
-            timer.expires_at(deadline);
-            co_await (self->all_closed.wait() || timer.async_wait(use_tuple));
-          }
-        };
-        if (self->open > 0) {
-          spdlog::info("draining {} open connection(s), up to {} ms", self->open.load(),
-                       timeout.count());
-        }
-        co_await wait_until_closed(std::chrono::steady_clock::now() + timeout);
-        if (self->open == 0) {
-          co_return;
-        }
-        spdlog::warn("drain timeout: aborting {} connection(s)", self->open.load());
-        for (const auto& listener : self->listeners) {
-          const std::lock_guard lock(listener->mutex);
-          for (const auto& [id, control] : listener->sessions) {
-            asio::post(control->executor, [control = control] {
-              control->aborting = true;
-              control->cancel.emit(asio::cancellation_type::terminal);
-            });
-          }
-        }
-        co_await wait_until_closed(std::chrono::steady_clock::now() + abort_grace);
-        if (self->open > 0) {
-          spdlog::error("{} connection(s) did not stop after abort", self->open.load());
-        }
-      },
-      asio::use_awaitable);
+  auto wait_for_sessions = [self, timeout]() { return state::drain_sessions(self, timeout); };
+  auto drained = asio::co_spawn(self->executor, std::move(wait_for_sessions), asio::use_awaitable);
+  co_await std::move(drained);
 }
 
 std::size_t server::open_connections() const { return state_->open; }

@@ -143,8 +143,9 @@ class session {
     }
     const auto& tcp = std::get<net::tcp_endpoint>(options_.upstream);
     asio::ip::tcp::resolver resolver(executor);
-    auto [resolve_ec, results] =
-        co_await resolver.async_resolve(tcp.host, std::to_string(tcp.port), use_tuple);
+    // Named, not a temporary in the co_await expression: see the GCC 12 note in server.cpp.
+    const auto port = std::to_string(tcp.port);
+    auto [resolve_ec, results] = co_await resolver.async_resolve(tcp.host, port, use_tuple);
     if (resolve_ec) {
       co_return resolve_ec;
     }

@@ -43,6 +43,9 @@ stream::stream(socket_type socket, context ctx)
     throw std::bad_alloc();
   }
   SSL_set_bio(ssl_, internal_bio, internal_bio);
+  // Only for try_send_pending(): Asio's asynchronous operations ignore this flag.
+  error_code ignored;
+  socket_.non_blocking(true, ignored);
 
   if (context_.role() == role::server) {
     SSL_set_accept_state(ssl_);
@@ -125,6 +128,26 @@ asio::awaitable<error_code> stream::flush() {
   co_return write_error_;
 }
 
+void stream::try_send_pending() {
+  while (!flushing_ && !write_error_ && BIO_ctrl_pending(network_bio_) > 0) {
+    char* data = nullptr;
+    const auto size = BIO_nread0(network_bio_, &data);
+    if (size <= 0) {
+      return;
+    }
+    error_code ec;
+    const auto n = socket_.write_some(asio::buffer(data, static_cast<std::size_t>(size)), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      return;  // the next flush sends it first
+    }
+    if (ec) {
+      write_error_ = ec;
+      return;
+    }
+    BIO_nread(network_bio_, &data, static_cast<int>(n));
+  }
+}
+
 asio::awaitable<error_code> stream::handshake() {
   for (;;) {
     // The error queue is per thread and SSL_get_error() reads it: clear it before every call and
@@ -188,16 +211,23 @@ asio::awaitable<std::tuple<error_code, std::size_t>> stream::read_some(asio::mut
     switch (status) {
       case SSL_ERROR_ZERO_RETURN:
         co_return std::tuple{error_code{asio::error::eof}, std::size_t{0}};
-      case SSL_ERROR_WANT_WRITE:
-        if (auto ec = co_await flush()) {
-          co_return std::tuple{ec, std::size_t{0}};
+      case SSL_ERROR_WANT_WRITE: {
+        // A KeyUpdate answer found the output buffer full of the writer's records. Rare: then,
+        // and only then, the reader waits for the socket to take output.
+        const auto before = BIO_ctrl_pending(network_bio_);
+        try_send_pending();
+        if (BIO_ctrl_pending(network_bio_) == before) {
+          if (auto ec = co_await flush()) {
+            co_return std::tuple{ec, std::size_t{0}};
+          }
         }
         continue;
+      }
       case SSL_ERROR_WANT_READ: {
-        // Reading may have queued output (a KeyUpdate answer): send it before waiting.
-        if (auto ec = co_await flush()) {
-          co_return std::tuple{ec, std::size_t{0}};
-        }
+        // Reading may have queued a KeyUpdate answer. The reader never waits for the socket to
+        // take output: if both ends of a relay did, each would stop reading while its peer's
+        // writes wait for it to read, and the pair would deadlock.
+        try_send_pending();
         auto ec = co_await fill();
         if (ec == asio::error::eof) {
           detail_ = "TCP closed without TLS close_notify";
@@ -210,7 +240,7 @@ asio::awaitable<std::tuple<error_code, std::size_t>> stream::read_some(asio::mut
       }
       default: {
         const auto failed = fail(errc::protocol_error);
-        (void)co_await flush();  // deliver our fatal alert if SSL queued one
+        try_send_pending();  // our fatal alert, if SSL queued one
         co_return std::tuple{failed, std::size_t{0}};
       }
     }

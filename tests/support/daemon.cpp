@@ -1,5 +1,6 @@
 #include "support/daemon.hpp"
 
+#include <doctest/doctest.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -43,9 +44,22 @@ atlsd::atlsd(const temp_dir& dir, std::string_view name, std::string_view config
   throw std::runtime_error("atlsd not ready after 20 s:\n" + log());
 }
 
+// Every test ends with a graceful stop, so that each one also checks that atlsd drains, exits 0
+// and, in the sanitizer build, that ASan, LSan and UBSan found nothing.
 atlsd::~atlsd() {
-  if (process_ && process_->running()) {
-    process_->signal(SIGKILL);
+  if (process_->running()) {
+    process_->signal(SIGTERM);
+    const auto code = process_->wait_for(std::chrono::seconds(20));
+    CHECK_MESSAGE(code.has_value(), "atlsd did not stop on SIGTERM");
+    CHECK_MESSAGE(code.value_or(-1) == 0, "atlsd exited with ", code.value_or(-1));
+    if (!code) {
+      process_->signal(SIGKILL);
+    }
+  }
+  const auto text = log();
+  for (const char* report : {"AddressSanitizer", "LeakSanitizer", "runtime error:"}) {
+    CHECK_MESSAGE(text.find(report) == std::string::npos, "sanitizer report in atlsd log:\n",
+                  text);
   }
 }
 

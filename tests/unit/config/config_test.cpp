@@ -4,9 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <optional>
 #include <string>
@@ -16,6 +14,8 @@
 #include <doctest/doctest.h>
 
 #include "atls/net/endpoint.hpp"
+
+#include "support/temp_dir.hpp"
 
 // Inside the namespace under test, so its names need no qualification.
 namespace atls::config {
@@ -77,39 +77,6 @@ const daemon_config& valid(const load_result& r) {
   REQUIRE(r.config.has_value());
   return *r.config;
 }
-
-// A fresh directory under the system temp dir, removed with its contents afterwards.
-class temp_dir {
- public:
-  temp_dir() {
-    std::string pattern = (fs::temp_directory_path() / "atls-config-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  temp_dir(temp_dir&&) = delete;
-  temp_dir& operator=(temp_dir&&) = delete;
-
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
-  // Writes text to name (relative to the directory) and returns the full path.
-  fs::path write(const fs::path& name, std::string_view text) const {
-    auto p = path_ / name;
-    fs::create_directories(p.parent_path());
-    std::ofstream out(p, std::ios::binary);
-    out << text;
-    REQUIRE(out.good());
-    return p;
-  }
-
- private:
-  fs::path path_;
-};
 
 const net::tcp_endpoint& tcp(const net::endpoint_spec& spec) {
   REQUIRE(std::holds_alternative<net::tcp_endpoint>(spec));
@@ -982,7 +949,8 @@ listeners:
 }
 
 TEST_CASE("relative file paths are resolved against the config file's directory") {
-  const temp_dir dir;
+  const test::temp_dir dir;
+  fs::create_directory(dir.path() / "etc");
   const auto path = dir.write("etc/atlsd.yaml", yaml(R"(
 listeners:
   - name: in
@@ -1008,7 +976,7 @@ listeners:
 }
 
 TEST_CASE("a config path relative to the working directory still resolves files next to it") {
-  const temp_dir dir;
+  const test::temp_dir dir;
   dir.write("atlsd.yaml",
             "listeners: [{name: a, mode: inbound, listen: '0.0.0.0:1', "
             "upstream: '127.0.0.1:2', tls: {cert: s.crt, key: s.key}}]\n");
@@ -1023,7 +991,7 @@ TEST_CASE("a config path relative to the working directory still resolves files 
 }
 
 TEST_CASE("a config file that cannot be read is one error naming the file") {
-  const temp_dir dir;
+  const test::temp_dir dir;
   SUBCASE("missing") {
     const auto path = dir.path() / "absent.yaml";
     const auto d = only_error(load_file(path));

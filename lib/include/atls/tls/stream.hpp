@@ -7,7 +7,8 @@
 //
 // Concurrency: one reader and one writer may be active at the same time (the two directions of a
 // relay), both on the socket's executor, which must be a strand when the io_context runs on
-// several threads. Every other call happens while neither is active.
+// several threads. Every other call happens while neither is active. Only the write side ever
+// waits for the socket to accept output; the read side never does (see read_some()).
 #pragma once
 
 #include <cstddef>
@@ -71,6 +72,7 @@ class stream {
  private:
   boost::asio::awaitable<error_code> fill();   // socket -> SSL
   boost::asio::awaitable<error_code> flush();  // SSL -> socket, everything SSL has produced
+  void try_send_pending();  // what the socket takes now without waiting; for the read side
   error_code fail(errc code);                  // records the detail for a failed SSL call
 
   socket_type socket_;
