@@ -1,10 +1,6 @@
 // atlsd: the composition root. Reads argv and the config, wires the library together, handles
 // signals and talks to systemd. Everything else lives in lib/.
-#include <signal.h>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
-
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -16,9 +12,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "atls/app/assemble.hpp"
 #include "atls/proxy/server.hpp"
+
+#include <systemd/sd-daemon.h>
 
 namespace asio = boost::asio;
 
@@ -96,16 +96,15 @@ int run(const arguments& args) {
     return 1;
   }
   server.start();
-  asio::co_spawn(io, handle_signals(server, config.drain_timeout),
-                 [](const std::exception_ptr& e) {
-                   if (e) {
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const std::exception& ex) {
-                       spdlog::critical("signal handling failed: {}", ex.what());
-                     }
-                   }
-                 });
+  asio::co_spawn(io, handle_signals(server, config.drain_timeout), [](const std::exception_ptr& e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        spdlog::critical("signal handling failed: {}", ex.what());
+      }
+    }
+  });
   sd_notifyf(0, "READY=1\nSTATUS=serving %zu listener(s)\nMAINPID=%lu", config.listeners.size(),
              static_cast<unsigned long>(getpid()));
   spdlog::info("ready: {} listener(s), {} thread(s)", config.listeners.size(), config.threads);

@@ -49,10 +49,10 @@ detailed_result<tls::context> make_context(const config::listener& listener,
     return ctx;
   }
   const auto& out = std::get<config::outbound_tls>(listener.tls);
-  tls::client_options options{.ca = out.server.ca.path,
-                              .server_name = out.server_name,
-                              .server_names = {.allow_dns = out.server.allow_dns,
-                                               .allow_uris = out.server.allow_uris}};
+  tls::client_options options{
+      .ca = out.server.ca.path,
+      .server_name = out.server_name,
+      .server_names = {.allow_dns = out.server.allow_dns, .allow_uris = out.server.allow_uris}};
   if (out.cert && out.key) {
     options.cert_chain = out.cert->path;
     options.private_key = out.key->path;

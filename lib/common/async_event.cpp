@@ -19,6 +19,8 @@ asio::awaitable<bool> async_event::wait() {
   co_return state.cancelled() == asio::cancellation_type::none;
 }
 
-void async_event::notify_all() { timer_.cancel(); }
+void async_event::notify_all() {
+  timer_.cancel();
+}
 
 }  // namespace atls

@@ -1,13 +1,13 @@
 #include "atls/net/endpoint.hpp"
 
-#include <sys/socket.h>
-#include <sys/un.h>
-
 #include <charconv>
 #include <cstring>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+
+#include <sys/socket.h>
+#include <sys/un.h>
 
 namespace atls::net {
 

@@ -1,7 +1,5 @@
 #include "atls/proxy/server.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <atomic>
 #include <filesystem>
 
@@ -15,13 +13,15 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
 
 #include "detail/listener_state.hpp"
 
 namespace atls::proxy {
 
 namespace asio = boost::asio;
-using asio::experimental::awaitable_operators::operator||;
+// Found by ordinary lookup only, which clang-tidy 14 does not count as a use.
+using asio::experimental::awaitable_operators::operator||;  // NOLINT(misc-unused-using-decls)
 using detail::listener_state;
 using detail::session_control;
 using generic_endpoint = asio::generic::stream_protocol::endpoint;
@@ -40,8 +40,8 @@ result<generic_endpoint> listen_endpoint(asio::io_context& io, const net::endpoi
   const auto& tcp = std::get<net::tcp_endpoint>(spec);
   asio::ip::tcp::resolver resolver(io);
   error_code ec;
-  const auto results = resolver.resolve(tcp.host, std::to_string(tcp.port),
-                                        asio::ip::tcp::resolver::passive, ec);
+  const auto results =
+      resolver.resolve(tcp.host, std::to_string(tcp.port), asio::ip::tcp::resolver::passive, ec);
   // The generic endpoint converts from anything, so the error must be placed explicitly.
   if (ec) {
     return {boost::system::in_place_error, ec};
@@ -269,7 +269,8 @@ asio::awaitable<void> server::drain(std::chrono::milliseconds timeout) {
       }
       co_return;
     };
-    auto stopped = asio::co_spawn(listener->executor, std::move(stop_accepting), asio::use_awaitable);
+    auto stopped =
+        asio::co_spawn(listener->executor, std::move(stop_accepting), asio::use_awaitable);
     co_await std::move(stopped);
   }
   auto wait_for_sessions = [self, timeout]() { return state::drain_sessions(self, timeout); };
@@ -277,6 +278,8 @@ asio::awaitable<void> server::drain(std::chrono::milliseconds timeout) {
   co_await std::move(drained);
 }
 
-std::size_t server::open_connections() const { return state_->open; }
+std::size_t server::open_connections() const {
+  return state_->open;
+}
 
 }  // namespace atls::proxy

@@ -1,13 +1,12 @@
 #include "atls/tls/context.hpp"
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-
 #include <algorithm>
 #include <string_view>
 
 #include <boost/asio/ip/address.hpp>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "atls/tls/error.hpp"
 
@@ -37,10 +36,10 @@ int verify_peer(int preverify_ok, X509_STORE_CTX* store) noexcept {
   if (preverify_ok != 1 || X509_STORE_CTX_get_error_depth(store) != 0) {
     return preverify_ok;
   }
-  auto* ssl = static_cast<SSL*>(
-      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
-  const auto* policy =
-      static_cast<const peer_name_policy*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), policy_index()));
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  const auto* policy = static_cast<const peer_name_policy*>(
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), policy_index()));
   if (policy == nullptr || !policy->restricts()) {
     return 1;
   }
@@ -128,8 +127,8 @@ bool valid_server_name(std::string_view name) {
     return false;
   }
   return std::ranges::all_of(name, [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.';
   });
 }
 
@@ -196,10 +195,16 @@ detailed_result<context> context::make_client(const client_options& options) {
   return context(std::move(st));
 }
 
-role context::role() const { return state_->role; }
+role context::role() const {
+  return state_->role;
+}
 
-SSL_CTX* context::native_handle() const { return state_->ctx.get(); }
+SSL_CTX* context::native_handle() const {
+  return state_->ctx.get();
+}
 
-const std::string& context::server_name() const { return state_->server_name; }
+const std::string& context::server_name() const {
+  return state_->server_name;
+}
 
 }  // namespace atls::tls

@@ -1,8 +1,8 @@
 #include "atls/tls/error.hpp"
 
-#include <openssl/err.h>
-
 #include <array>
+
+#include <openssl/err.h>
 
 namespace atls::tls {
 

@@ -1,10 +1,10 @@
 #include "atls/tls/peer_names.hpp"
 
-#include <openssl/x509v3.h>
-
 #include <algorithm>
 #include <memory>
 #include <string_view>
+
+#include <openssl/x509v3.h>
 
 namespace atls::tls {
 
@@ -12,7 +12,9 @@ namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
   return std::ranges::equal(a, b, [](char x, char y) {
-    const auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; };
+    const auto lower = [](char c) {
+      return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+    };
     return lower(x) == lower(y);
   });
 }
@@ -37,8 +39,8 @@ peer_names subject_alt_names(X509* cert) {
   struct names_deleter {
     void operator()(GENERAL_NAMES* n) const { GENERAL_NAMES_free(n); }
   };
-  const std::unique_ptr<GENERAL_NAMES, names_deleter> names(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  const std::unique_ptr<GENERAL_NAMES, names_deleter> names(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
   if (!names) {
     return out;
   }

@@ -1,15 +1,14 @@
 #include "atls/tls/stream.hpp"
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509_vfy.h>
-
 #include <new>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 #include "atls/tls/error.hpp"
 
@@ -58,7 +57,8 @@ stream::stream(socket_type socket, context ctx)
     // RFC 6066 §3: SNI carries host names only, never IP literals.
     ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), name.c_str()) == 1;
   } else {
-    ok = SSL_set_tlsext_host_name(ssl_, name.c_str()) == 1 && SSL_set1_host(ssl_, name.c_str()) == 1;
+    ok =
+        SSL_set_tlsext_host_name(ssl_, name.c_str()) == 1 && SSL_set1_host(ssl_, name.c_str()) == 1;
   }
   if (!ok) {
     SSL_free(ssl_);
@@ -199,7 +199,8 @@ asio::awaitable<error_code> stream::handshake() {
   }
 }
 
-asio::awaitable<std::tuple<error_code, std::size_t>> stream::read_some(asio::mutable_buffer buffer) {
+asio::awaitable<std::tuple<error_code, std::size_t>> stream::read_some(
+    asio::mutable_buffer buffer) {
   for (;;) {
     ERR_clear_error();
     std::size_t n = 0;

@@ -12,7 +12,9 @@ inline std::string header(const std::string& extra = "") {
   return "log:\n  level: debug\ndrain_timeout: 5s\nthreads: 2\n" + extra + "listeners:\n";
 }
 
-inline std::string local(std::uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
+inline std::string local(std::uint16_t port) {
+  return "127.0.0.1:" + std::to_string(port);
+}
 
 // An inbound listener with the server identity of the test PKI. `more` is appended verbatim
 // at listener level (indent 4); `client_auth` at tls level (indent 6).

@@ -1,11 +1,12 @@
 // The daemon as an operator meets it: configuration checks, start-up failures, signals.
-#include <doctest/doctest.h>
+#include "support/daemon.hpp"
 
 #include <chrono>
 #include <thread>
 
+#include <doctest/doctest.h>
+
 #include "e2e/configs.hpp"
-#include "support/daemon.hpp"
 #include "support/loopback.hpp"
 
 namespace atls::test {
@@ -50,25 +51,26 @@ TEST_CASE("atlsd --check prints every config error with its file, line and key")
 TEST_CASE("atlsd --check reports an unreadable key file at the key that names it") {
   const temp_dir dir;
   const auto p = make_pki(dir);
-  const auto config = dir.write("missing.yaml",
-                                "listeners:\n"
-                                "  - name: in\n"
-                                "    mode: inbound\n"
-                                "    listen: 127.0.0.1:8443\n"
-                                "    upstream: 127.0.0.1:8080\n"
-                                "    tls:\n"
-                                "      cert: " + (p / "server.crt").string() + "\n" +
-                                "      key: does-not-exist.key\n");
+  const auto config =
+      dir.write("missing.yaml",
+                "listeners:\n"
+                "  - name: in\n"
+                "    mode: inbound\n"
+                "    listen: 127.0.0.1:8443\n"
+                "    upstream: 127.0.0.1:8080\n"
+                "    tls:\n"
+                "      cert: " +
+                    (p / "server.crt").string() + "\n" + "      key: does-not-exist.key\n");
   const auto result = run({ATLSD_BINARY, "--config", config.string(), "--check"}, 15s);
   CHECK(result.exit_code == 1);
   INFO(result.err);
   CHECK(result.err.find(config.string() + ":8:") != std::string::npos);
   CHECK(result.err.find("private key cannot be used") != std::string::npos);
   CHECK(result.err.find((dir / "does-not-exist.key").string()) != std::string::npos);
-
 }
 
-TEST_CASE("atlsd --check and atlsctl config check agree on a key that does not match its certificate") {
+TEST_CASE(
+    "atlsd --check and atlsctl config check agree on a key that does not match its certificate") {
   const temp_dir dir;
   const auto p = make_pki(dir);
   auto yaml = header() + inbound("in", free_port(), local(9), p);
@@ -82,15 +84,15 @@ TEST_CASE("atlsd --check and atlsctl config check agree on a key that does not m
   CHECK(atlsd_result.exit_code == 1);
   CHECK(atlsctl_result.exit_code == 1);
   CHECK(atlsd_result.err.find("private key does not match the certificate") != std::string::npos);
-  CHECK(atlsctl_result.err.find("private key does not match the certificate") !=
-        std::string::npos);
+  CHECK(atlsctl_result.err.find("private key does not match the certificate") != std::string::npos);
 }
 
 TEST_CASE("start-up fails with a clear message when a listen address is taken") {
   const temp_dir dir;
   const auto p = make_pki(dir);
   loopback_server occupant([](int) {});
-  const auto config = dir.write("busy.yaml", header() + inbound("in", occupant.port(), local(9), p));
+  const auto config =
+      dir.write("busy.yaml", header() + inbound("in", occupant.port(), local(9), p));
   const auto result = run({ATLSD_BINARY, "--config", config.string()}, 15s);
   CHECK(result.exit_code == 1);
   CHECK(result.err.find("cannot listen: Address already in use: listener 'in' on " +

@@ -1,9 +1,9 @@
 // Limits that keep one bad client from hurting the others: connection cap and timeouts.
-#include <doctest/doctest.h>
-
 #include <chrono>
 #include <memory>
 #include <vector>
+
+#include <doctest/doctest.h>
 
 #include "e2e/configs.hpp"
 #include "support/daemon.hpp"
@@ -19,8 +19,8 @@ TEST_CASE("the connection limit holds and a waiting client is served once a slot
   const auto p = make_pki(dir);
   loopback_server origin(http_responder("ok\n"));
   const auto port = free_port();
-  atlsd in(dir, "in", header() + inbound("in", port, local(origin.port()), p,
-                                         "    max_connections: 2\n"));
+  atlsd in(dir, "in",
+           header() + inbound("in", port, local(origin.port()), p, "    max_connections: 2\n"));
 
   std::vector<std::unique_ptr<tls_client>> held;
   for (int i = 0; i < 2; ++i) {
@@ -45,8 +45,9 @@ TEST_CASE("a client that never finishes its handshake is cut at the handshake ti
   const auto p = make_pki(dir);
   loopback_server origin(http_responder("ok\n"));
   const auto port = free_port();
-  atlsd in(dir, "in", header() + inbound("in", port, local(origin.port()), p,
-                                         "    timeouts:\n      handshake: 500ms\n"));
+  atlsd in(dir, "in",
+           header() + inbound("in", port, local(origin.port()), p,
+                              "    timeouts:\n      handshake: 500ms\n"));
 
   auto silent = connect_loopback(port, 10s);
   REQUIRE(silent);
@@ -68,8 +69,9 @@ TEST_CASE("an idle connection is closed at the idle timeout") {
   const auto p = make_pki(dir);
   loopback_server origin([](int fd) { (void)receive_all(fd); });
   const auto port = free_port();
-  atlsd in(dir, "in", header() + inbound("in", port, local(origin.port()), p,
-                                         "    timeouts:\n      idle: 700ms\n"));
+  atlsd in(dir, "in",
+           header() +
+               inbound("in", port, local(origin.port()), p, "    timeouts:\n      idle: 700ms\n"));
 
   tls_client client({.port = port, .ca = p / "ca.crt", .io_timeout = 10s});
   REQUIRE(client.handshake());
@@ -88,9 +90,9 @@ TEST_CASE("an outbound listener gives up on an upstream that never completes the
   // Accepts TCP and says nothing: a black hole where a TLS server should be.
   loopback_server black_hole([](int fd) { (void)receive_all(fd); });
   const auto port = free_port();
-  atlsd out(dir, "out", header() + outbound("out", port, local(black_hole.port()), p,
-                                            "server.test",
-                                            "    timeouts:\n      handshake: 500ms\n"));
+  atlsd out(dir, "out",
+            header() + outbound("out", port, local(black_hole.port()), p, "server.test",
+                                "    timeouts:\n      handshake: 500ms\n"));
   auto fd = connect_loopback(port, 10s);
   REQUIRE(fd);
   const auto started = std::chrono::steady_clock::now();

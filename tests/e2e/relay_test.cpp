@@ -1,14 +1,14 @@
 // The data path end to end: real daemons, real sockets, real peers.
-#include <doctest/doctest.h>
-#include <sys/socket.h>
-
 #include <chrono>
 #include <future>
 #include <thread>
 
+#include <doctest/doctest.h>
+
 #include "e2e/configs.hpp"
 #include "support/daemon.hpp"
 #include "support/loopback.hpp"
+#include <sys/socket.h>
 
 namespace atls::test {
 namespace {
@@ -21,8 +21,7 @@ struct sidecar_pair {
                const std::string& listener_extra = "")
       : in_port(free_port()),
         out_port(free_port()),
-        inbound_daemon(dir, "in",
-                       header() + inbound("in", in_port, upstream, p, listener_extra)),
+        inbound_daemon(dir, "in", header() + inbound("in", in_port, upstream, p, listener_extra)),
         outbound_daemon(dir, "out",
                         header() + outbound("out", out_port, local(in_port), p, "server.test",
                                             listener_extra)) {}
@@ -109,8 +108,8 @@ TEST_CASE("64 MiB in each direction at once arrive byte-identical through the pa
   CHECK(origin_received.sha256 == client_sent.sha256);
   CHECK(client_received.sha256 == origin_sent.sha256);
 
-  const auto expected_counts = "client_to_upstream=" + std::to_string(size) +
-                               " upstream_to_client=" + std::to_string(size);
+  const auto expected_counts =
+      "client_to_upstream=" + std::to_string(size) + " upstream_to_client=" + std::to_string(size);
   CHECK(pair.inbound_daemon.wait_for_log(expected_counts));
   CHECK(pair.outbound_daemon.wait_for_log(expected_counts));
 }
@@ -179,9 +178,9 @@ TEST_CASE("with the upstream down, the client is closed promptly and other clien
   CHECK(in.wait_for_log("listener=in-dead"));
 
   // The same daemons keep serving their healthy listeners.
-  const auto result = run({"curl", "-sS", "--max-time", "10",
-                           "http://127.0.0.1:" + std::to_string(out_port) + "/"},
-                          15s);
+  const auto result =
+      run({"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(out_port) + "/"},
+          15s);
   CHECK(result.exit_code == 0);
   CHECK(result.out == "still serving\n");
 }

@@ -1,8 +1,8 @@
 // Interoperability and refusal with real TLS peers: openssl s_client/s_server and curl.
-#include <doctest/doctest.h>
-
 #include <chrono>
 #include <thread>
+
+#include <doctest/doctest.h>
 
 #include "e2e/configs.hpp"
 #include "support/daemon.hpp"
@@ -19,10 +19,11 @@ std::string client_auth(const pki& p, const std::string& lists = "") {
 
 // curl straight to an inbound listener, optionally with a client certificate.
 run_result curl_https(const pki& p, std::uint16_t port, const std::string& identity = "") {
-  std::vector<std::string> argv = {"curl",     "-sS",
-                                   "--max-time", "10",
-                                   "--cacert", (p / "ca.crt").string(),
-                                   "--resolve", "server.test:" + std::to_string(port) + ":127.0.0.1"};
+  std::vector<std::string> argv = {
+      "curl",       "-sS",
+      "--max-time", "10",
+      "--cacert",   (p / "ca.crt").string(),
+      "--resolve",  "server.test:" + std::to_string(port) + ":127.0.0.1"};
   if (!identity.empty()) {
     argv.insert(argv.end(), {"--cert", (p / (identity + ".crt")).string(), "--key",
                              (p / (identity + ".key")).string()});
@@ -38,10 +39,10 @@ TEST_CASE("openssl s_client -tls1_3 negotiates TLS 1.3 with an inbound listener"
   const auto port = free_port();
   atlsd in(dir, "in", header() + inbound("in", port, local(origin.port()), p));
 
-  const auto result = run({"openssl", "s_client", "-connect", local(port), "-tls1_3",
-                           "-servername", "server.test", "-CAfile", (p / "ca.crt").string(),
-                           "-verify_return_error", "-brief"},
-                          15s);
+  const auto result =
+      run({"openssl", "s_client", "-connect", local(port), "-tls1_3", "-servername", "server.test",
+           "-CAfile", (p / "ca.crt").string(), "-verify_return_error", "-brief"},
+          15s);
   INFO(result.err);
   CHECK(result.exit_code == 0);
   CHECK(result.err.find("Protocol version: TLSv1.3") != std::string::npos);
@@ -55,8 +56,8 @@ TEST_CASE("openssl s_client -tls1_2 is refused by an inbound listener") {
   const auto port = free_port();
   atlsd in(dir, "in", header() + inbound("in", port, local(origin.port()), p));
 
-  const auto result = run({"openssl", "s_client", "-connect", local(port), "-tls1_2",
-                           "-servername", "server.test", "-CAfile", (p / "ca.crt").string()},
+  const auto result = run({"openssl", "s_client", "-connect", local(port), "-tls1_2", "-servername",
+                           "server.test", "-CAfile", (p / "ca.crt").string()},
                           15s);
   CHECK(result.exit_code != 0);
   CHECK(result.err.find("alert protocol version") != std::string::npos);
@@ -72,8 +73,9 @@ TEST_CASE("with client_auth, an allowed client certificate is accepted") {
   const auto port = free_port();
   atlsd in(dir, "in",
            header() + inbound("in", port, local(origin.port()), p, "",
-                              client_auth(p, "        allow_uris:\n          - "
-                                             "spiffe://test.example/ns/default/*\n")));
+                              client_auth(p,
+                                          "        allow_uris:\n          - "
+                                          "spiffe://test.example/ns/default/*\n")));
   const auto result = curl_https(p, port, "client");
   INFO(result.err);
   CHECK(result.exit_code == 0);
@@ -90,8 +92,9 @@ TEST_CASE("with client_auth, a client without a certificate is refused") {
   const auto result = curl_https(p, port);
   CHECK(result.exit_code != 0);
   CHECK(result.out.empty());
-  CHECK(in.wait_for_log("outcome=rejected reason=\"tls handshake: peer certificate rejected: "
-                        "no client certificate\""));
+  CHECK(
+      in.wait_for_log("outcome=rejected reason=\"tls handshake: peer certificate rejected: "
+                      "no client certificate\""));
   CHECK(origin.accepted() == 0);
 }
 
@@ -101,15 +104,18 @@ TEST_CASE("with client_auth, a client whose names are not allowed is refused") {
   loopback_server origin(http_responder("secret\n"));
   const auto port = free_port();
   atlsd in(dir, "in",
-           header() + inbound("in", port, local(origin.port()), p, "",
-                              client_auth(p, "        allow_dns: [client.test]\n"
-                                             "        allow_uris: [spiffe://test.example/ns/default/*]\n")));
+           header() +
+               inbound("in", port, local(origin.port()), p, "",
+                       client_auth(p,
+                                   "        allow_dns: [client.test]\n"
+                                   "        allow_uris: [spiffe://test.example/ns/default/*]\n")));
 
   const auto intruder = curl_https(p, port, "intruder");
   CHECK(intruder.exit_code != 0);
   CHECK(intruder.out.empty());
-  CHECK(in.wait_for_log("outcome=rejected reason=\"tls handshake: peer certificate rejected: "
-                        "certificate names not in allow_dns/allow_uris\""));
+  CHECK(
+      in.wait_for_log("outcome=rejected reason=\"tls handshake: peer certificate rejected: "
+                      "certificate names not in allow_dns/allow_uris\""));
 
   // Same names, but issued by a CA we do not trust.
   const auto rogue = curl_https(p, port, "rogue-client");
@@ -151,9 +157,8 @@ TEST_CASE("an outbound listener talks TLS 1.3 to openssl s_server") {
   const auto port = free_port();
   atlsd out(dir, "out", header() + outbound("out", port, local(server.port), p));
 
-  const auto result =
-      run({"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(port) + "/"},
-          15s);
+  const auto result = run(
+      {"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(port) + "/"}, 15s);
   INFO(result.err);
   CHECK(result.exit_code == 0);
   // s_server -www answers with a page describing the session it negotiated.
@@ -186,8 +191,9 @@ TEST_CASE("an outbound listener refuses a server whose certificate does not name
   REQUIRE(fd);
   CHECK(send_all(fd.get(), "GET / HTTP/1.0\r\n\r\n"));
   CHECK(receive_all(fd.get()).empty());
-  CHECK(out.wait_for_log("outcome=rejected reason=\"tls handshake: peer certificate rejected: "
-                         "hostname mismatch\""));
+  CHECK(
+      out.wait_for_log("outcome=rejected reason=\"tls handshake: peer certificate rejected: "
+                       "hostname mismatch\""));
 }
 
 TEST_CASE("an outbound listener presents its client certificate to a server that requires one") {
@@ -203,9 +209,9 @@ TEST_CASE("an outbound listener presents its client certificate to a server that
             header() + outbound("out", out_port, local(in_port), p, "server.test", "",
                                 "      cert: " + (p / "client.crt").string() +
                                     "\n      key: " + (p / "client.key").string() + "\n"));
-  const auto result = run(
-      {"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(out_port) + "/"},
-      15s);
+  const auto result =
+      run({"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(out_port) + "/"},
+          15s);
   CHECK(result.exit_code == 0);
   CHECK(result.out == "mutual\n");
 }

@@ -1,14 +1,15 @@
 #include "support/daemon.hpp"
 
-#include <doctest/doctest.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-
 #include <array>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
+
+#include <doctest/doctest.h>
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 namespace atls::test {
 
@@ -58,12 +59,13 @@ atlsd::~atlsd() {
   }
   const auto text = log();
   for (const char* report : {"AddressSanitizer", "LeakSanitizer", "runtime error:"}) {
-    CHECK_MESSAGE(text.find(report) == std::string::npos, "sanitizer report in atlsd log:\n",
-                  text);
+    CHECK_MESSAGE(text.find(report) == std::string::npos, "sanitizer report in atlsd log:\n", text);
   }
 }
 
-std::string atlsd::log() const { return read_file(log_); }
+std::string atlsd::log() const {
+  return read_file(log_);
+}
 
 bool atlsd::wait_for_log(std::string_view text, std::chrono::milliseconds timeout) const {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -102,8 +104,8 @@ std::optional<std::string> atlsd::next_notification(std::chrono::milliseconds ti
 
 pki make_pki(const temp_dir& dir) {
   const auto out = dir / "pki";
-  const auto result = run({ATLS_SOURCE_DIR "/tests/certs/gen-certs.sh", out.string()},
-                          std::chrono::seconds(30));
+  const auto result =
+      run({ATLS_SOURCE_DIR "/tests/certs/gen-certs.sh", out.string()}, std::chrono::seconds(30));
   if (result.exit_code != 0) {
     throw std::runtime_error("gen-certs.sh failed: " + result.err);
   }

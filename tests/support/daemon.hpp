@@ -2,8 +2,6 @@
 // the daemon's own sd_notify("READY=1") on a NOTIFY_SOCKET the fixture owns, as under systemd.
 #pragma once
 
-#include <signal.h>
-
 #include <chrono>
 #include <optional>
 #include <string>
@@ -12,6 +10,7 @@
 #include "support/loopback.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
+#include <signal.h>
 
 namespace atls::test {
 

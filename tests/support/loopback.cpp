@@ -1,20 +1,21 @@
 #include "support/loopback.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/ssl.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
 #include <array>
 #include <cerrno>
 #include <cstring>
 #include <random>
 #include <stdexcept>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 namespace atls::test {
 
@@ -59,7 +60,9 @@ std::string openssl_errors() {
 
 }  // namespace
 
-socket_fd::~socket_fd() { reset(); }
+socket_fd::~socket_fd() {
+  reset();
+}
 
 socket_fd& socket_fd::operator=(socket_fd&& other) noexcept {
   if (this != &other) {
@@ -307,7 +310,9 @@ tls_client::~tls_client() {
   SSL_CTX_free(ctx_);
 }
 
-void tls_client::set_timeout(std::chrono::milliseconds timeout) { set_timeouts(fd_.get(), timeout); }
+void tls_client::set_timeout(std::chrono::milliseconds timeout) {
+  set_timeouts(fd_.get(), timeout);
+}
 
 bool tls_client::handshake() {
   ERR_clear_error();
@@ -368,6 +373,8 @@ bool tls_client::closed_by_server() {
   return status != SSL_ERROR_WANT_READ;
 }
 
-std::string tls_client::protocol() const { return SSL_get_version(ssl_); }
+std::string tls_client::protocol() const {
+  return SSL_get_version(ssl_);
+}
 
 }  // namespace atls::test

@@ -1,15 +1,14 @@
 #include "support/process.hpp"
 
+#include <stdexcept>
+#include <thread>
+
+#include "support/temp_dir.hpp"
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <stdexcept>
-#include <thread>
-
-#include "support/temp_dir.hpp"
 
 extern char** environ;
 
@@ -81,7 +80,9 @@ process::~process() {
   }
 }
 
-void process::signal(int sig) const { ::kill(pid_, sig); }
+void process::signal(int sig) const {
+  ::kill(pid_, sig);
+}
 
 bool process::running() {
   if (status_) {

@@ -2,8 +2,6 @@
 // a failing test can show it, and the destructor kills whatever is still running.
 #pragma once
 
-#include <sys/types.h>
-
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -11,14 +9,16 @@
 #include <string>
 #include <vector>
 
+#include <sys/types.h>
+
 namespace atls::test {
 
 struct process_options {
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;  // added to (or replacing in) the parent's environment
-  std::filesystem::path stdout_file;        // empty: /dev/null
-  std::filesystem::path stderr_file;        // empty: /dev/null
-  std::filesystem::path stdin_file;         // empty: /dev/null
+  std::filesystem::path stdout_file;       // empty: /dev/null
+  std::filesystem::path stderr_file;       // empty: /dev/null
+  std::filesystem::path stdin_file;        // empty: /dev/null
 };
 
 class process {

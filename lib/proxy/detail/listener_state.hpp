@@ -9,8 +9,8 @@
 #include <mutex>
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/basic_socket_acceptor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 
 #include "atls/common/async_event.hpp"
@@ -27,7 +27,7 @@ struct session_control {
 };
 
 struct listener_state {
-  listener_state(listener_options opts, boost::asio::any_io_executor strand)
+  listener_state(listener_options opts, const boost::asio::any_io_executor& strand)
       : options(std::move(opts)), executor(strand), acceptor(strand), slot_freed(strand) {}
 
   const listener_options options;

@@ -46,7 +46,7 @@ class plain_stream {
     socket_.close(ignored);
   }
 
-  const std::string& error_detail() const { return no_detail_; }
+  [[nodiscard]] const std::string& error_detail() const { return no_detail_; }
   socket_type& socket() { return socket_; }
 
  private:

@@ -1,13 +1,13 @@
-#include <doctest/doctest.h>
-
 #include "atls/net/endpoint.hpp"
+
+#include <doctest/doctest.h>
 
 namespace atls::net {
 namespace {
 
 TEST_CASE("host:port, [v6]:port and unix:/path parse and print back the same") {
-  for (const char* text : {"127.0.0.1:8443", "backend.example:443", "[::1]:9000", "0.0.0.0:1",
-                           "unix:/run/app.sock"}) {
+  for (const char* text :
+       {"127.0.0.1:8443", "backend.example:443", "[::1]:9000", "0.0.0.0:1", "unix:/run/app.sock"}) {
     const auto parsed = parse_endpoint(text);
     REQUIRE(parsed.has_value());
     CHECK(to_string(*parsed) == text);

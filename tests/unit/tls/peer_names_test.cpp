@@ -1,6 +1,6 @@
-#include <doctest/doctest.h>
-
 #include "atls/tls/peer_names.hpp"
+
+#include <doctest/doctest.h>
 
 namespace atls::tls {
 namespace {

@@ -12,7 +12,7 @@
 namespace atls::app {
 
 struct assembled {
-  std::optional<config::daemon_config> config;  // set when the file parsed and validated
+  std::optional<config::daemon_config> config;     // set when the file parsed and validated
   std::vector<proxy::listener_options> listeners;  // complete only when errors is empty
   std::vector<config::diagnostic> errors;          // each points at the file, line and key
 };

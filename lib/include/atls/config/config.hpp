@@ -60,15 +60,15 @@ struct peer_verification {
 
 // Inbound: we are the TLS server.
 struct inbound_tls {
-  file_ref cert;  // PEM chain, leaf first
-  file_ref key;   // PEM private key
+  file_ref cert;                                 // PEM chain, leaf first
+  file_ref key;                                  // PEM private key
   std::optional<peer_verification> client_auth;  // set: a client certificate is required
 };
 
 // Outbound: we are the TLS client.
 struct outbound_tls {
-  peer_verification server;  // ca is required; allow-lists are optional
-  std::string server_name;   // SNI and the name the server's certificate must carry
+  peer_verification server;      // ca is required; allow-lists are optional
+  std::string server_name;       // SNI and the name the server's certificate must carry
   std::optional<file_ref> cert;  // client certificate for mTLS; cert and key come together
   std::optional<file_ref> key;
 };
@@ -85,7 +85,7 @@ struct listener {
   // Qualified: gcc rejects a member that "changes the meaning" of its own type's name.
   config::timeouts timeouts;
   std::size_t max_connections = 1024;
-  std::size_t buffer_size = 16 * 1024;  // per direction, per connection
+  std::size_t buffer_size = std::size_t{16} * 1024;  // per direction, per connection
 };
 
 enum class log_level { trace, debug, info, warn, error };

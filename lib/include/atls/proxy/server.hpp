@@ -37,7 +37,7 @@ struct listener_options {
   proxy::timeouts timeouts;
   // Beyond this many open connections, new ones wait in the kernel's accept backlog.
   std::size_t max_connections = 1024;
-  std::size_t buffer_size = 16 * 1024;  // per direction
+  std::size_t buffer_size = std::size_t{16} * 1024;  // per direction
 };
 
 class server {
@@ -47,6 +47,8 @@ class server {
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
+  server(server&&) = delete;
+  server& operator=(server&&) = delete;
 
   // Binds every listener, or none: on failure the ones already bound are closed again. The
   // detail names the listener and the address. Call before start(), from one thread.
@@ -59,7 +61,7 @@ class server {
   // which they are aborted. Completes when no connection is left. Any executor.
   boost::asio::awaitable<void> drain(std::chrono::milliseconds timeout);
 
-  std::size_t open_connections() const;
+  [[nodiscard]] std::size_t open_connections() const;
 
   struct state;
 

@@ -14,7 +14,7 @@ using SSL_CTX = struct ssl_ctx_st;
 namespace atls::tls {
 
 struct server_options {
-  std::filesystem::path cert_chain;  // PEM, leaf first
+  std::filesystem::path cert_chain;   // PEM, leaf first
   std::filesystem::path private_key;  // PEM
   // Set: clients must present a certificate that chains to this bundle and passes client_names.
   std::optional<std::filesystem::path> client_ca;
@@ -44,9 +44,9 @@ class context {
   // Fails like make_server, and with errc::bad_server_name.
   [[nodiscard]] static detailed_result<context> make_client(const client_options& options);
 
-  tls::role role() const;
-  SSL_CTX* native_handle() const;  // borrowed
-  const std::string& server_name() const;  // client role only; empty for servers
+  [[nodiscard]] tls::role role() const;
+  [[nodiscard]] SSL_CTX* native_handle() const;          // borrowed
+  [[nodiscard]] const std::string& server_name() const;  // client role only; empty for servers
 
   struct state;
 

@@ -16,7 +16,7 @@ struct peer_name_policy {
   std::vector<std::string> allow_dns;
   std::vector<std::string> allow_uris;
 
-  bool restricts() const { return !allow_dns.empty() || !allow_uris.empty(); }
+  [[nodiscard]] bool restricts() const { return !allow_dns.empty() || !allow_uris.empty(); }
 };
 
 struct peer_names {

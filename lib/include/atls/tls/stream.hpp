@@ -39,6 +39,8 @@ class stream {
   ~stream();
   stream(const stream&) = delete;
   stream& operator=(const stream&) = delete;
+  stream(stream&&) = delete;
+  stream& operator=(stream&&) = delete;
 
   // Runs the handshake to completion. Fails with errc::handshake_failed, peer_rejected,
   // handshake_eof, or the socket's error; error_detail() then says why.
@@ -64,16 +66,16 @@ class stream {
   SSL* native_handle() { return ssl_; }  // borrowed
 
   // Human detail of the last failure (OpenSSL's reasons, the verify result). Never secret.
-  const std::string& error_detail() const { return detail_; }
+  [[nodiscard]] const std::string& error_detail() const { return detail_; }
 
   // "TLSv1.3 TLS_AES_128_GCM_SHA256" once the handshake is done.
-  std::string session_summary() const;
+  [[nodiscard]] std::string session_summary() const;
 
  private:
   boost::asio::awaitable<error_code> fill();   // socket -> SSL
   boost::asio::awaitable<error_code> flush();  // SSL -> socket, everything SSL has produced
-  void try_send_pending();  // what the socket takes now without waiting; for the read side
-  error_code fail(errc code);                  // records the detail for a failed SSL call
+  void try_send_pending();     // what the socket takes now without waiting; for the read side
+  error_code fail(errc code);  // records the detail for a failed SSL call
 
   socket_type socket_;
   context context_;
