@@ -1,6 +1,7 @@
 // Limits that keep one bad client from hurting the others: connection cap and timeouts.
 #include <chrono>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -8,6 +9,9 @@
 #include "e2e/configs.hpp"
 #include "support/daemon.hpp"
 #include "support/loopback.hpp"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 namespace atls::test {
 namespace {
@@ -99,6 +103,43 @@ TEST_CASE("an outbound listener gives up on an upstream that never completes the
   CHECK(closed_by_peer(fd.get()));
   CHECK(std::chrono::steady_clock::now() - started < 3s);
   CHECK(out.wait_for_log("reason=\"handshake timeout (500ms)\""));
+}
+
+TEST_CASE("an upstream that never accepts is abandoned at the connect timeout") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  // A listener that never accepts, with its accept queue filled: Linux then drops further SYNs,
+  // so a connect to it neither succeeds nor fails until the caller gives up.
+  const socket_fd full(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(full.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(full.get(), 0) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(full.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+  const auto full_port = ntohs(addr.sin_port);
+  // Non-blocking connects fill the queue without waiting for it: once it is full, a blocking
+  // connect would sit in SYN retries for minutes.
+  std::vector<socket_fd> queued;
+  for (int i = 0; i < 4; ++i) {
+    queued.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    (void)::connect(queued.back().get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  }
+  std::this_thread::sleep_for(100ms);  // let the kernel complete what it will
+
+  const auto port = free_port();
+  atlsd out(dir, "out",
+            header() + outbound("out", port, local(full_port), p, "server.test",
+                                "    timeouts:\n      connect: 500ms\n"));
+  auto fd = connect_loopback(port, 10s);
+  REQUIRE(fd);
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(closed_by_peer(fd.get()));
+  const auto waited = std::chrono::steady_clock::now() - started;
+  CHECK(waited >= 400ms);
+  CHECK(waited < 3s);
+  CHECK(out.wait_for_log("outcome=timeout reason=\"connect timeout (500ms)\""));
 }
 
 }  // namespace

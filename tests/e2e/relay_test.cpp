@@ -1,6 +1,8 @@
 // The data path end to end: real daemons, real sockets, real peers.
 #include <chrono>
 #include <future>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include <doctest/doctest.h>
@@ -112,6 +114,57 @@ TEST_CASE("64 MiB in each direction at once arrive byte-identical through the pa
       "client_to_upstream=" + std::to_string(size) + " upstream_to_client=" + std::to_string(size);
   CHECK(pair.inbound_daemon.wait_for_log(expected_counts));
   CHECK(pair.outbound_daemon.wait_for_log(expected_counts));
+}
+
+TEST_CASE("several bulk transfers at once, both ways, all arrive intact") {
+  // Both sidecars relay full-duplex bulk data on several connections at once: the load under
+  // which a relay that waits to write before it reads deadlocks.
+  constexpr std::size_t size = 16u << 20;
+  constexpr std::uint64_t connections = 4;
+  constexpr std::uint64_t origin_seed = 99;
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  std::mutex mutex;
+  std::multiset<std::string> origin_received;
+  loopback_server origin([&](int fd) {
+    auto sender = std::async(std::launch::async, [fd] {
+      (void)send_pattern(fd, origin_seed, size);
+      ::shutdown(fd, SHUT_WR);
+    });
+    auto received = receive_digest(fd);
+    sender.get();
+    const std::lock_guard lock(mutex);
+    origin_received.insert(std::to_string(received.bytes) + " " + received.sha256);
+  });
+  sidecar_pair pair(dir, p, local(origin.port()));
+
+  std::vector<std::future<stream_digest>> clients;
+  for (std::uint64_t i = 0; i < connections; ++i) {
+    clients.push_back(std::async(std::launch::async, [&pair, i] {
+      auto fd = connect_loopback(pair.out_port, 60s);
+      if (!fd) {
+        return stream_digest{};
+      }
+      auto sender = std::async(std::launch::async, [&fd, i] {
+        (void)send_pattern(fd.get(), i, size);
+        ::shutdown(fd.get(), SHUT_WR);
+      });
+      auto received = receive_digest(fd.get());
+      sender.get();
+      return received;
+    }));
+  }
+  std::multiset<std::string> expected_at_origin;
+  for (std::uint64_t i = 0; i < connections; ++i) {
+    REQUIRE(clients[i].wait_for(90s) == std::future_status::ready);
+    const auto received = clients[i].get();
+    CHECK(received.bytes == size);
+    CHECK(received.sha256 == pattern_digest(origin_seed, size));
+    expected_at_origin.insert(std::to_string(size) + " " + pattern_digest(i, size));
+  }
+  CHECK(pair.inbound_daemon.wait_for_log("id=" + std::to_string(connections) + " "));
+  const std::lock_guard lock(mutex);
+  CHECK(origin_received == expected_at_origin);
 }
 
 TEST_CASE("a client that half-closes after its request still receives the whole response") {

@@ -240,8 +240,26 @@ std::string sha256_hex(std::string_view data) {
   return hex(digest.data(), size);
 }
 
+namespace {
+constexpr std::size_t pattern_chunk = 1 << 20;
+}  // namespace
+
+std::string pattern_digest(std::uint64_t seed, std::size_t size) {
+  EVP_MD_CTX* md = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
+  for (std::size_t done = 0; done < size; done += pattern_chunk) {
+    const auto piece = pattern_bytes(seed + done, std::min(pattern_chunk, size - done));
+    EVP_DigestUpdate(md, piece.data(), piece.size());
+  }
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(md, digest.data(), &len);
+  EVP_MD_CTX_free(md);
+  return hex(digest.data(), len);
+}
+
 stream_digest send_pattern(int fd, std::uint64_t seed, std::size_t size) {
-  constexpr std::size_t chunk = 1 << 20;
+  constexpr std::size_t chunk = pattern_chunk;
   EVP_MD_CTX* md = EVP_MD_CTX_new();
   EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
   stream_digest result;

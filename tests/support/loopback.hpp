@@ -91,6 +91,8 @@ struct stream_digest {
   std::string sha256;
 };
 stream_digest send_pattern(int fd, std::uint64_t seed, std::size_t size);
+// The SHA-256 of what send_pattern(fd, seed, size) sends.
+std::string pattern_digest(std::uint64_t seed, std::size_t size);
 stream_digest receive_digest(int fd);
 
 // A blocking TLS 1.3 client over plain OpenSSL.
