@@ -15,7 +15,7 @@ config::diagnostic at(const config::file_ref& file, const failure& f) {
 // Points a TLS loading failure at the config key of the file that caused it.
 config::diagnostic locate(const failure& f, const config::file_ref* cert,
                           const config::file_ref* key, const config::file_ref* ca,
-                          const config::listener& listener) {
+                          const config::listener& listener, std::size_t index) {
   const config::file_ref* file = nullptr;
   if (f.code == tls::errc::certificate_unusable) {
     file = cert;
@@ -28,10 +28,10 @@ config::diagnostic locate(const failure& f, const config::file_ref* cert,
   if (file != nullptr) {
     return at(*file, f);
   }
-  return {listener.where, "listeners." + listener.name + ".tls", to_string(f)};
+  return {listener.where, "listeners[" + std::to_string(index) + "].tls", to_string(f)};
 }
 
-detailed_result<tls::context> make_context(const config::listener& listener,
+detailed_result<tls::context> make_context(const config::listener& listener, std::size_t index,
                                            std::vector<config::diagnostic>& errors) {
   if (const auto* in = std::get_if<config::inbound_tls>(&listener.tls)) {
     tls::server_options options{.cert_chain = in->cert.path, .private_key = in->key.path};
@@ -44,7 +44,7 @@ detailed_result<tls::context> make_context(const config::listener& listener,
     }
     auto ctx = tls::context::make_server(options);
     if (!ctx) {
-      errors.push_back(locate(ctx.error(), &in->cert, &in->key, ca, listener));
+      errors.push_back(locate(ctx.error(), &in->cert, &in->key, ca, listener, index));
     }
     return ctx;
   }
@@ -60,7 +60,7 @@ detailed_result<tls::context> make_context(const config::listener& listener,
   auto ctx = tls::context::make_client(options);
   if (!ctx) {
     errors.push_back(locate(ctx.error(), out.cert ? &*out.cert : nullptr,
-                            out.key ? &*out.key : nullptr, &out.server.ca, listener));
+                            out.key ? &*out.key : nullptr, &out.server.ca, listener, index));
   }
   return ctx;
 }
@@ -70,8 +70,9 @@ detailed_result<tls::context> make_context(const config::listener& listener,
 std::vector<config::diagnostic> build_listeners(const config::daemon_config& config,
                                                 std::vector<proxy::listener_options>& out) {
   std::vector<config::diagnostic> errors;
-  for (const auto& listener : config.listeners) {
-    auto ctx = make_context(listener, errors);
+  for (std::size_t i = 0; i < config.listeners.size(); ++i) {
+    const auto& listener = config.listeners[i];
+    auto ctx = make_context(listener, i, errors);
     if (!ctx) {
       continue;
     }

@@ -216,7 +216,12 @@ class session {
   void fail_relay(const std::string& what, const error_code& ec, const std::string& detail) {
     // A TLS peer that drops TCP without close_notify may have had its stream cut by an attacker:
     // never pass that on as a clean half-close.
-    record(ec == tls::errc::truncated ? "truncated" : "error", what + ": " + describe(ec, detail));
+    // A fatal alert before the peer sent any data is its verdict on our handshake (TLS 1.3
+    // clients learn of a refused certificate only here).
+    const bool refused =
+        ec == tls::errc::peer_alert && bytes_to_client_ == 0 && options_.mode == mode::outbound;
+    const auto* outcome = ec == tls::errc::truncated ? "truncated" : refused ? "rejected" : "error";
+    record(outcome, what + ": " + describe(ec, detail));
     if (abort_legs_) {
       abort_legs_();
     }

@@ -35,6 +35,8 @@ class category final : public boost::system::error_category {
         return "peer closed the connection without close_notify";
       case errc::protocol_error:
         return "TLS protocol error";
+      case errc::peer_alert:
+        return "peer sent a fatal alert";
     }
     return "unknown atls.tls error";
   }

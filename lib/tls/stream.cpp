@@ -240,6 +240,14 @@ asio::awaitable<std::tuple<error_code, std::size_t>> stream::read_some(
         continue;
       }
       default: {
+        // OpenSSL reports a received alert as reason SSL_AD_REASON_OFFSET + alert number. In
+        // TLS 1.3 this is how a client learns that the server refused its certificate.
+        const auto reason = static_cast<int>(ERR_GET_REASON(ERR_peek_error()));
+        if (status == SSL_ERROR_SSL && reason >= SSL_AD_REASON_OFFSET) {
+          ERR_clear_error();
+          detail_ = SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET);
+          co_return std::tuple{error_code{errc::peer_alert}, std::size_t{0}};
+        }
         const auto failed = fail(errc::protocol_error);
         try_send_pending();  // our fatal alert, if SSL queued one
         co_return std::tuple{failed, std::size_t{0}};

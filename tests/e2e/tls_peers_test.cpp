@@ -216,5 +216,28 @@ TEST_CASE("an outbound listener presents its client certificate to a server that
   CHECK(result.out == "mutual\n");
 }
 
+TEST_CASE("an outbound listener whose client certificate the server refuses logs the refusal") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  loopback_server origin(http_responder("mutual\n"));
+  const auto in_port = free_port();
+  const auto out_port = free_port();
+  atlsd in(dir, "in",
+           header() + inbound("in", in_port, local(origin.port()), p, "",
+                              client_auth(p, "        allow_dns: [client.test]\n")));
+  atlsd out(dir, "out",
+            header() + outbound("out", out_port, local(in_port), p, "server.test", "",
+                                "      cert: " + (p / "intruder.crt").string() +
+                                    "\n      key: " + (p / "intruder.key").string() + "\n"));
+  const auto result =
+      run({"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(out_port) + "/"},
+          15s);
+  CHECK(result.exit_code != 0);
+  CHECK(result.out.empty());
+  CHECK(out.wait_for_log("outcome=rejected reason=\"upstream read: peer sent a fatal alert: "));
+  CHECK(in.wait_for_log("outcome=rejected"));
+  CHECK(origin.accepted() == 0);
+}
+
 }  // namespace
 }  // namespace atls::test

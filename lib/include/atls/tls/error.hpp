@@ -21,6 +21,7 @@ enum class errc {
   handshake_eof,         // the peer closed the connection during the handshake
   truncated,             // the peer closed TCP without a close_notify (possible truncation)
   protocol_error,        // a fatal TLS error after the handshake
+  peer_alert,            // the peer ended the connection with a fatal alert
 };
 
 const boost::system::error_category& tls_category() noexcept;
