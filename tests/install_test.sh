@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `cmake --install` puts the binaries, the example config, the config reference and the systemd
+# unit where the unit expects them. Installs into a scratch DESTDIR; needs no root.
+# usage: install_test.sh BUILD_DIR SBINDIR BINDIR SYSCONFDIR UNITDIR
+set -euo pipefail
+build=$1 sbindir=$2 bindir=$3 sysconfdir=$4 unitdir=$5
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+
+DESTDIR=$root cmake --install "$build" >/dev/null
+
+fail=0
+for f in "$sbindir/atlsd" "$bindir/atlsctl" "$sysconfdir/atlsd/atlsd.example.yaml" \
+  "$unitdir/atlsd.service"; do
+  if [ ! -f "$root$f" ]; then
+    echo "missing after install: $f"
+    fail=1
+  fi
+done
+unit=$root$unitdir/atlsd.service
+grep -qx "ExecStart=$sbindir/atlsd --config $sysconfdir/atlsd/atlsd.yaml" "$unit" ||
+  { echo "unit does not start the installed atlsd with $sysconfdir/atlsd/atlsd.yaml"; fail=1; }
+grep -qx "Type=notify" "$unit" || { echo "unit is not Type=notify"; fail=1; }
+"$root$sbindir/atlsd" --version | grep -q "^atlsd " || { echo "installed atlsd does not run"; fail=1; }
+[ $fail -eq 0 ] && echo "install layout OK"
+exit $fail
