@@ -14,6 +14,7 @@ packages=(
   libssl-dev libyaml-cpp-dev libspdlog-dev libsystemd-dev libtss2-dev
   # tests
   doctest-dev openssl curl clang-format-14 clang-tidy-14 swtpm swtpm-tools
+  clang-14 libclang-rt-14-dev
   # demo: the stand-in workload is python3's http.server
   python3
 )

@@ -17,6 +17,10 @@ jobs=$(nproc)
 echo "== format and static analysis"
 ./tests/lint.sh
 
+# A short smoke run: the fuzzers build and survive a few seconds from the vectors. Longer runs:
+# ./tests/fuzz/run.sh SECONDS.
+./tests/fuzz/run.sh 20
+
 suite() {  # build-dir extra-cmake-args...
   local dir=$1
   shift

@@ -76,7 +76,7 @@ struct server::state {
 
   asio::io_context& io;
   asio::any_io_executor executor;  // drain bookkeeping
-  async_event all_closed;
+  net::async_event all_closed;
   std::vector<std::shared_ptr<listener_state>> listeners;
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<std::size_t> open{0};

@@ -13,7 +13,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 
-#include "atls/common/async_event.hpp"
+#include "atls/net/async_event.hpp"
 #include "atls/proxy/server.hpp"
 
 namespace atls::proxy::detail {
@@ -33,7 +33,7 @@ struct listener_state {
   const listener_options options;
   boost::asio::any_io_executor executor;  // the listener's strand: acceptor, slot_freed, stopping
   boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol> acceptor;
-  async_event slot_freed;
+  net::async_event slot_freed;
   bool stopping = false;
 
   std::mutex mutex;  // guards sessions, which end on their own strands

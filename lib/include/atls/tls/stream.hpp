@@ -19,8 +19,8 @@
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 
-#include "atls/common/async_event.hpp"
 #include "atls/common/result.hpp"
+#include "atls/net/async_event.hpp"
 #include "atls/tls/context.hpp"
 #include "atls/tls/error.hpp"
 
@@ -82,7 +82,7 @@ class stream {
   SSL* ssl_ = nullptr;
   BIO* network_bio_ = nullptr;  // our end of the pair; SSL owns the other end
   bool flushing_ = false;
-  async_event flushed_;
+  net::async_event flushed_;
   error_code write_error_;
   std::string detail_;
 };

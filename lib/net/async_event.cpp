@@ -1,10 +1,10 @@
-#include "atls/common/async_event.hpp"
+#include "atls/net/async_event.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-namespace atls {
+namespace atls::net {
 
 namespace asio = boost::asio;
 
@@ -23,4 +23,4 @@ void async_event::notify_all() {
   timer_.cancel();
 }
 
-}  // namespace atls
+}  // namespace atls::net

@@ -6,7 +6,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-namespace atls {
+namespace atls::net {
 
 class async_event {
  public:
@@ -23,4 +23,4 @@ class async_event {
   boost::asio::steady_timer timer_;
 };
 
-}  // namespace atls
+}  // namespace atls::net

@@ -1,0 +1,84 @@
+#include "support/swtpm.hpp"
+
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+#include "support/loopback.hpp"
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+namespace atls::test {
+
+namespace {
+
+bool port_free(std::uint16_t port) {
+  const socket_fd fd(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+}
+
+}  // namespace
+
+swtpm::swtpm(const temp_dir& dir) : state_(dir / "swtpm") {
+  std::filesystem::create_directories(state_);
+  // swtpm takes two ports: the TPM command port and, right above it, its control port.
+  for (int attempt = 0; attempt < 50 && port_ == 0; ++attempt) {
+    const auto candidate = free_port();
+    if (candidate < 65535 && port_free(static_cast<std::uint16_t>(candidate + 1))) {
+      port_ = candidate;
+    }
+  }
+  if (port_ == 0) {
+    throw std::runtime_error("no two adjacent free ports for swtpm");
+  }
+  start();
+}
+
+swtpm::~swtpm() {
+  if (process_ && process_->running()) {
+    process_->signal(SIGTERM);
+    if (!process_->wait_for(std::chrono::seconds(5))) {
+      process_->signal(SIGKILL);
+    }
+  }
+}
+
+std::string swtpm::tcti() const {
+  return "swtpm:host=127.0.0.1,port=" + std::to_string(port_);
+}
+
+void swtpm::kill() {
+  process_->signal(SIGKILL);
+  (void)process_->wait_for(std::chrono::seconds(5));
+  process_.reset();
+}
+
+void swtpm::start() {
+  const auto port = std::to_string(port_);
+  const auto ctrl = std::to_string(port_ + 1);
+  process_.emplace(process_options{
+      .argv = {"swtpm", "socket", "--tpm2", "--server",
+               "type=tcp,port=" + port + ",bindaddr=127.0.0.1", "--ctrl",
+               "type=tcp,port=" + ctrl + ",bindaddr=127.0.0.1", "--tpmstate",
+               "dir=" + state_.string(), "--flags", "not-need-init,startup-clear"},
+      .stdout_file = state_ / "swtpm.log",
+      .stderr_file = state_ / "swtpm.err",
+  });
+  for (int i = 0; i < 500; ++i) {
+    if (connect_loopback(port_)) {
+      return;
+    }
+    if (!process_->running()) {
+      throw std::runtime_error("swtpm exited: " + read_file(state_ / "swtpm.err"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  throw std::runtime_error("swtpm did not listen on port " + port);
+}
+
+}  // namespace atls::test
