@@ -123,24 +123,26 @@ bool matches(const TPMT_PUBLIC& have, const TPMT_PUBLIC& want) {
          have.parameters.eccDetail.scheme.scheme == want.parameters.eccDetail.scheme.scheme;
 }
 
-bytes marshal_public(const TPMT_PUBLIC& pub) {
-  bytes out(sizeof(TPMT_PUBLIC));
+// The TPM wire form of a TSS structure, through its Tss2_MU_*_Marshal function. The in-memory
+// struct is always at least as large as its marshalled form.
+template <class T>
+bytes marshal(const T& value,
+              TSS2_RC (*marshal_fn)(const T*, std::uint8_t*, std::size_t, std::size_t*)) {
+  bytes out(sizeof(T));
   std::size_t offset = 0;
-  if (Tss2_MU_TPMT_PUBLIC_Marshal(&pub, out.data(), out.size(), &offset) != TSS2_RC_SUCCESS) {
+  if (marshal_fn(&value, out.data(), out.size(), &offset) != TSS2_RC_SUCCESS) {
     return {};
   }
   out.resize(offset);
   return out;
 }
 
+bytes marshal_public(const TPMT_PUBLIC& pub) {
+  return marshal(pub, Tss2_MU_TPMT_PUBLIC_Marshal);
+}
+
 bytes marshal_signature(const TPMT_SIGNATURE& sig) {
-  bytes out(sizeof(TPMT_SIGNATURE));
-  std::size_t offset = 0;
-  if (Tss2_MU_TPMT_SIGNATURE_Marshal(&sig, out.data(), out.size(), &offset) != TSS2_RC_SUCCESS) {
-    return {};
-  }
-  out.resize(offset);
-  return out;
+  return marshal(sig, Tss2_MU_TPMT_SIGNATURE_Marshal);
 }
 
 // DER ECDSA-Sig-Value (SEQUENCE { r INTEGER, s INTEGER }) from the TPM's raw r and s.

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "support/daemon.hpp"
+#include "support/process.hpp"
 
 namespace atls::test {
 
@@ -33,6 +34,13 @@ inline std::string outbound(const std::string& name, std::uint16_t port,
   return "  - name: " + name + "\n    mode: outbound\n    listen: " + local(port) +
          "\n    upstream: " + upstream + "\n    tls:\n      ca: " + (p / "ca.crt").string() +
          "\n      server_name: " + server_name + "\n" + tls_more + more;
+}
+
+// curl GET http://127.0.0.1:port/ with a 10 s limit: the local workload's view of a sidecar.
+inline run_result curl_http(std::uint16_t port) {
+  using namespace std::chrono_literals;
+  return run({"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(port) + "/"},
+             15s);
 }
 
 }  // namespace atls::test

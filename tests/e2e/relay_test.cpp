@@ -39,9 +39,7 @@ TEST_CASE("curl reaches a local HTTP server through an outbound and an inbound s
   loopback_server origin(http_responder("hello through attested-tls sidecars\n"));
   sidecar_pair pair(dir, p, local(origin.port()));
 
-  const auto result = run({"curl", "-sS", "--max-time", "10",
-                           "http://127.0.0.1:" + std::to_string(pair.out_port) + "/"},
-                          15s);
+  const auto result = curl_http(pair.out_port);
   CHECK(result.exit_code == 0);
   CHECK(result.out == "hello through attested-tls sidecars\n");
   INFO(result.err);
@@ -60,9 +58,7 @@ TEST_CASE("an inbound sidecar forwards to a unix socket upstream") {
   loopback_server origin(http_responder("over a unix socket\n"), socket_path);
   sidecar_pair pair(dir, p, "unix:" + socket_path.string());
 
-  const auto result = run({"curl", "-sS", "--max-time", "10",
-                           "http://127.0.0.1:" + std::to_string(pair.out_port) + "/"},
-                          15s);
+  const auto result = curl_http(pair.out_port);
   CHECK(result.exit_code == 0);
   CHECK(result.out == "over a unix socket\n");
 }
@@ -231,9 +227,7 @@ TEST_CASE("with the upstream down, the client is closed promptly and other clien
   CHECK(in.wait_for_log("listener=in-dead"));
 
   // The same daemons keep serving their healthy listeners.
-  const auto result =
-      run({"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(out_port) + "/"},
-          15s);
+  const auto result = curl_http(out_port);
   CHECK(result.exit_code == 0);
   CHECK(result.out == "still serving\n");
 }

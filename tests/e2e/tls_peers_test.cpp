@@ -157,8 +157,7 @@ TEST_CASE("an outbound listener talks TLS 1.3 to openssl s_server") {
   const auto port = free_port();
   atlsd out(dir, "out", header() + outbound("out", port, local(server.port), p));
 
-  const auto result = run(
-      {"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(port) + "/"}, 15s);
+  const auto result = curl_http(port);
   INFO(result.err);
   CHECK(result.exit_code == 0);
   // s_server -www answers with a page describing the session it negotiated.
@@ -196,47 +195,45 @@ TEST_CASE("an outbound listener refuses a server whose certificate does not name
                        "hostname mismatch\""));
 }
 
+// An inbound sidecar that requires client.test, behind an outbound sidecar that presents the
+// test PKI's `identity` certificate.
+struct mutual_tls_pair {
+  mutual_tls_pair(const temp_dir& dir, const pki& p, const std::string& identity)
+      : origin(http_responder("mutual\n")),
+        in_port(free_port()),
+        out_port(free_port()),
+        in(dir, "in",
+           header() + inbound("in", in_port, local(origin.port()), p, "",
+                              client_auth(p, "        allow_dns: [client.test]\n"))),
+        out(dir, "out",
+            header() + outbound("out", out_port, local(in_port), p, "server.test", "",
+                                "      cert: " + (p / (identity + ".crt")).string() +
+                                    "\n      key: " + (p / (identity + ".key")).string() + "\n")) {}
+  loopback_server origin;
+  std::uint16_t in_port;
+  std::uint16_t out_port;
+  atlsd in;
+  atlsd out;
+};
+
 TEST_CASE("an outbound listener presents its client certificate to a server that requires one") {
   const temp_dir dir;
-  const auto p = make_pki(dir);
-  loopback_server origin(http_responder("mutual\n"));
-  const auto in_port = free_port();
-  const auto out_port = free_port();
-  atlsd in(dir, "in",
-           header() + inbound("in", in_port, local(origin.port()), p, "",
-                              client_auth(p, "        allow_dns: [client.test]\n")));
-  atlsd out(dir, "out",
-            header() + outbound("out", out_port, local(in_port), p, "server.test", "",
-                                "      cert: " + (p / "client.crt").string() +
-                                    "\n      key: " + (p / "client.key").string() + "\n"));
-  const auto result =
-      run({"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(out_port) + "/"},
-          15s);
+  mutual_tls_pair pair(dir, make_pki(dir), "client");
+  const auto result = curl_http(pair.out_port);
   CHECK(result.exit_code == 0);
   CHECK(result.out == "mutual\n");
 }
 
 TEST_CASE("an outbound listener whose client certificate the server refuses logs the refusal") {
   const temp_dir dir;
-  const auto p = make_pki(dir);
-  loopback_server origin(http_responder("mutual\n"));
-  const auto in_port = free_port();
-  const auto out_port = free_port();
-  atlsd in(dir, "in",
-           header() + inbound("in", in_port, local(origin.port()), p, "",
-                              client_auth(p, "        allow_dns: [client.test]\n")));
-  atlsd out(dir, "out",
-            header() + outbound("out", out_port, local(in_port), p, "server.test", "",
-                                "      cert: " + (p / "intruder.crt").string() +
-                                    "\n      key: " + (p / "intruder.key").string() + "\n"));
-  const auto result =
-      run({"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(out_port) + "/"},
-          15s);
+  mutual_tls_pair pair(dir, make_pki(dir), "intruder");
+  const auto result = curl_http(pair.out_port);
   CHECK(result.exit_code != 0);
   CHECK(result.out.empty());
-  CHECK(out.wait_for_log("outcome=rejected reason=\"upstream read: peer sent a fatal alert: "));
-  CHECK(in.wait_for_log("outcome=rejected"));
-  CHECK(origin.accepted() == 0);
+  CHECK(
+      pair.out.wait_for_log("outcome=rejected reason=\"upstream read: peer sent a fatal alert: "));
+  CHECK(pair.in.wait_for_log("outcome=rejected"));
+  CHECK(pair.origin.accepted() == 0);
 }
 
 }  // namespace
