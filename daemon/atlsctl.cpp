@@ -1,10 +1,12 @@
 // atlsctl: the operator's command-line tool. Errors go to stderr with a non-zero exit.
 #include <charconv>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -17,7 +19,9 @@
 
 #include "atls/app/assemble.hpp"
 #include "atls/attest/evidence.hpp"
+#include "atls/attest/tik_key.hpp"
 #include "atls/attest/tpm.hpp"
+#include "atls/tls/certificate.hpp"
 
 namespace {
 
@@ -29,6 +33,10 @@ constexpr std::string_view usage = R"(usage: atlsctl COMMAND [ARGS]
   config check FILE                 validate a config as atlsd would load it
   tpm provision                     create the AK and TIK in the TPM (idempotent)
   tpm show [--json]                 print the AK and TIK: handles, TPM names, public keys (PEM)
+  tpm csr --subject /CN=NAME [--san DNS:NAME,URI:URI] [--out FILE]
+                                    a certificate signing request for the TIK, signed in the TPM
+  tpm self-signed --subject /CN=NAME [--san ...] [--days N] [--out FILE]
+                                    a self-signed certificate for the TIK
   evidence collect --nonce HEX [--pcrs sha256:0,1,2,...] --out FILE
                                     write Parsec TPM evidence for the nonce to FILE
   evidence dump FILE                print decoded evidence (claims, nonce, PCR digest) as JSON
@@ -228,6 +236,66 @@ int tpm_show(const options& opts) {
   return 0;
 }
 
+// Writes text to --out, or to stdout without it.
+int write_output(const options& opts, const std::string& text, std::string_view what) {
+  const auto out_it = opts.values.find("--out");
+  if (out_it == opts.values.end()) {
+    std::cout << text;
+    return 0;
+  }
+  std::ofstream out(out_it->second, std::ios::trunc);
+  out << text;
+  if (!out) {
+    std::cerr << "atlsctl: cannot write " << out_it->second << "\n";
+    return 1;
+  }
+  std::cerr << "wrote " << what << " to " << out_it->second << "\n";
+  return 0;
+}
+
+enum class certificate_kind { request, self_signed };
+
+int tpm_certificate(const options& opts, certificate_kind kind) {
+  const auto tpm_opts = tpm_options_from(opts);
+  if (!tpm_opts) {
+    return 2;
+  }
+  atls::tls::certificate_fields fields;
+  if (const auto it = opts.values.find("--subject"); it != opts.values.end()) {
+    fields.subject = it->second;
+  } else {
+    std::cerr << "atlsctl: --subject /CN=NAME is required\n";
+    return 2;
+  }
+  if (const auto it = opts.values.find("--san"); it != opts.values.end()) {
+    fields.subject_alt_names = it->second;
+  }
+  if (const auto it = opts.values.find("--days"); it != opts.values.end()) {
+    unsigned days = 0;
+    const auto& text = it->second;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), days);
+    if (ec != std::errc{} || end != text.data() + text.size() || days == 0 || days > 36500) {
+      std::cerr << "atlsctl: --days must be 1 to 36500\n";
+      return 2;
+    }
+    fields.validity = std::chrono::days(days);
+  }
+  auto device = std::make_shared<attest::tpm>(*tpm_opts);
+  const auto key = attest::tik_private_key(device);
+  if (!key) {
+    return fail("the TIK (" + tpm_opts->tcti + ")", key.error());
+  }
+  const auto pem = kind == certificate_kind::request
+                       ? atls::tls::certificate_request_pem(key->get(), fields)
+                       : atls::tls::self_signed_certificate_pem(key->get(), fields);
+  if (!pem) {
+    std::cerr << "atlsctl: " << atls::to_string(pem.error()) << "\n";
+    return 1;
+  }
+  return write_output(opts, *pem,
+                      kind == certificate_kind::request ? "a CSR" : "a self-signed certificate");
+}
+
 int evidence_collect(const options& opts) {
   const auto tpm_opts = tpm_options_from(opts);
   if (!tpm_opts) {
@@ -337,6 +405,12 @@ int dispatch(const std::vector<std::string_view>& args) {
   }
   if (command == "tpm show" && opts->positional.empty()) {
     return tpm_show(*opts);
+  }
+  if (command == "tpm csr" && opts->positional.empty()) {
+    return tpm_certificate(*opts, certificate_kind::request);
+  }
+  if (command == "tpm self-signed" && opts->positional.empty()) {
+    return tpm_certificate(*opts, certificate_kind::self_signed);
   }
   if (command == "evidence collect" && opts->positional.empty()) {
     return evidence_collect(*opts);

@@ -5,7 +5,6 @@
 #include <iostream>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include <boost/asio/co_spawn.hpp>
@@ -89,8 +88,10 @@ int run(const arguments& args) {
   }
 
   spdlog::set_level(to_spdlog(config.log_level));
-  asio::io_context io(static_cast<int>(config.threads));
-  atls::proxy::server server(io);
+  // Signals, listeners and drain on this thread; connections on `threads` loops of their own.
+  asio::io_context io(1);
+  atls::net::event_loops connection_loops(config.threads);
+  atls::proxy::server server(io, connection_loops);
   if (auto bound = server.bind(std::move(assembled.listeners)); !bound) {
     spdlog::critical("cannot listen: {}", atls::to_string(bound.error()));
     return 1;
@@ -109,10 +110,7 @@ int run(const arguments& args) {
              static_cast<unsigned long>(getpid()));
   spdlog::info("ready: {} listener(s), {} thread(s)", config.listeners.size(), config.threads);
 
-  std::vector<std::jthread> workers;
-  for (unsigned i = 1; i < config.threads; ++i) {
-    workers.emplace_back([&io] { io.run(); });
-  }
+  // Returns once the drain is over; the loops then end with their last connection.
   io.run();
   return 0;
 }

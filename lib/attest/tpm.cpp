@@ -219,8 +219,23 @@ struct tpm::session {
   tpm_options options;
   TSS2_TCTI_CONTEXT* tcti = nullptr;
   ESYS_CONTEXT* esys = nullptr;
+  // The persisted AK and TIK, looked up once per connection: a lookup costs four TPM commands,
+  // more than the signature it serves. Forgotten after any failed command, so that a key evicted
+  // or replaced behind our back is looked up afresh.
+  std::optional<ESYS_TR> ak_tr;
+  std::optional<ESYS_TR> tik_tr;
+
+  void forget_keys() {
+    for (auto* tr : {&ak_tr, &tik_tr}) {
+      if (tr->has_value() && esys != nullptr) {
+        Esys_TR_Close(esys, &tr->value());
+      }
+      tr->reset();
+    }
+  }
 
   void disconnect() {
+    forget_keys();
     if (esys != nullptr) {
       Esys_Finalize(&esys);
     }
@@ -254,6 +269,8 @@ struct tpm::session {
     }
     if (connection_lost(rc)) {
       disconnect();
+    } else {
+      forget_keys();
     }
     return tss2_error(rc);
   }
@@ -431,6 +448,7 @@ struct tpm::session {
     if (auto r = connect(); !r) {
       return r.error();
     }
+    forget_keys();  // the keys may be about to exist for the first time
     provision_report report;
     auto ak = ensure(options.ak_handle, [this] { return create_ak(); });
     if (!ak) {
@@ -450,39 +468,31 @@ struct tpm::session {
     return report;
   }
 
-  // Runs op with ESYS_TRs for the persisted AK and TIK, closing them afterwards.
+  // Runs op with ESYS_TRs for the persisted AK and TIK, looked up on first use.
   template <class Op>
   auto with_keys(Op op) -> decltype(op(ESYS_TR{}, ESYS_TR{})) {
     if (auto r = connect(); !r) {
       return r.error();
     }
-    auto ak = persistent(options.ak_handle);
-    if (!ak) {
-      return ak.error();
-    }
-    auto tik = persistent(options.tik_handle);
-    if (!tik) {
-      if (*ak) {
-        Esys_TR_Close(esys, &**ak);
+    if (!ak_tr || !tik_tr) {
+      forget_keys();
+      auto ak = persistent(options.ak_handle);
+      if (!ak) {
+        return ak.error();
       }
-      return tik.error();
-    }
-    if (!*ak || !*tik) {
-      for (auto* tr : {&*ak, &*tik}) {
-        if (tr->has_value()) {
-          Esys_TR_Close(esys, &tr->value());
-        }
+      ak_tr = *ak;
+      auto tik = persistent(options.tik_handle);
+      if (!tik) {
+        forget_keys();
+        return tik.error();
       }
-      return tpm_errc::not_provisioned;
+      tik_tr = *tik;
+      if (!ak_tr || !tik_tr) {
+        forget_keys();
+        return tpm_errc::not_provisioned;
+      }
     }
-    ESYS_TR ak_tr = **ak;
-    ESYS_TR tik_tr = **tik;
-    auto outcome = op(ak_tr, tik_tr);
-    if (esys != nullptr) {
-      Esys_TR_Close(esys, &ak_tr);
-      Esys_TR_Close(esys, &tik_tr);
-    }
-    return outcome;
+    return op(*ak_tr, *tik_tr);
   }
 
   result<signed_attest> certify(std::span<const std::uint8_t> nonce) {
@@ -581,6 +591,25 @@ struct tpm::session {
     }
     return {};
   }
+
+  result<bytes> random(std::size_t n) {
+    // The TPM returns at most its largest digest size per command (Part 3 §16.1); every TPM
+    // this sidecar supports has a SHA-256 bank, so 32 bytes always arrive whole.
+    if (n == 0 || n > SHA256_DIGEST_LENGTH) {
+      return tpm_errc::bad_argument;
+    }
+    if (auto r = connect(); !r) {
+      return r.error();
+    }
+    TPM2B_DIGEST* raw_random = nullptr;
+    const TSS2_RC rc = Esys_GetRandom(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                      static_cast<UINT16>(n), &raw_random);
+    const esys_ptr<TPM2B_DIGEST> random_bytes(raw_random);
+    if (auto ec = check(rc)) {
+      return ec;
+    }
+    return bytes(random_bytes->buffer, random_bytes->buffer + random_bytes->size);
+  }
 };
 
 // One thread, one queue, one ESAPI session: TPM commands never interleave and never run on the
@@ -650,6 +679,10 @@ void tpm::submit(std::function<void(session&)> job) {
   worker_->push(std::move(job));
 }
 
+void tpm::post(std::function<void(tpm&)> fn) {
+  submit([this, fn = std::move(fn)](session&) { fn(*this); });
+}
+
 template <class T>
 result<T> tpm::call(std::function<result<T>(session&)> job) {
   if (worker_->on_worker_thread()) {
@@ -683,6 +716,10 @@ result<bytes> tpm::sign(std::span<const std::uint8_t> sha256_digest) {
 
 result<void> tpm::extend_pcr(std::uint32_t index, std::span<const std::uint8_t> data) {
   return call<void>([index, data](session& s) { return s.extend_pcr(index, data); });
+}
+
+result<bytes> tpm::random(std::size_t n) {
+  return call<bytes>([n](session& s) { return s.random(n); });
 }
 
 result<parsec_tpm_evidence> tpm::evidence(std::span<const std::uint8_t> nonce,

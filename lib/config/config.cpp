@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <functional>
 #include <iterator>
@@ -390,7 +391,8 @@ YAML::Mark value_mark(const YAML::Node& value, const YAML::Mark& fallback) {
 // an empty string.
 using key_hint = std::function<std::string(std::string_view)>;
 
-constexpr std::string_view root_keys[] = {"log", "drain_timeout", "threads", "listeners"};
+constexpr std::string_view root_keys[] = {"log", "drain_timeout", "threads", "tpm", "listeners"};
+constexpr std::string_view tpm_keys[] = {"tcti", "ak_handle", "tik_handle"};
 constexpr std::string_view log_keys[] = {"level"};
 constexpr std::string_view listener_keys[] = {
     "name", "mode",     "listen",          "upstream",   "allow_non_loopback",
@@ -467,6 +469,9 @@ class checker {
       if (const auto n = get_integer(e->value, 1, 64)) {
         out.threads = static_cast<unsigned>(*n);
       }
+    }
+    if (const auto* e = m->find("tpm")) {
+      out.tpm = check_tpm(e->value);
     }
     if (const auto v = require(*m, "listeners")) {
       out.listeners = check_listeners(*v);
@@ -661,6 +666,71 @@ class checker {
     return std::move(*r);
   }
 
+  tpm_settings check_tpm(const value_ref& v) {
+    tpm_settings out;
+    const auto m = open_mapping(v, tpm_keys);
+    if (!m) {
+      return out;
+    }
+    if (const auto* e = m->find("tcti")) {
+      if (auto s = get_nonempty_string(e->value)) {
+        out.tcti = std::move(*s);
+      }
+    }
+    const auto* ak = m->find("ak_handle");
+    const auto* tik = m->find("tik_handle");
+    if (ak != nullptr) {
+      out.ak_handle = get_persistent_handle(ak->value).value_or(out.ak_handle);
+    }
+    if (tik != nullptr) {
+      out.tik_handle = get_persistent_handle(tik->value).value_or(out.tik_handle);
+    }
+    if (out.ak_handle == out.tik_handle) {
+      const auto& where = tik != nullptr ? tik->value : ak != nullptr ? ak->value : v;
+      error(where.mark, where.path, "the AK and the TIK need different handles");
+    }
+    return out;
+  }
+
+  // An owner-hierarchy persistent handle (TPM 2.0 Part 2 §7.5; the platform's range above
+  // 0x81800000 needs platform authorisation), in hex as TPM tools print it.
+  std::optional<std::uint32_t> get_persistent_handle(const value_ref& v) {
+    const auto s = get_nonempty_string(v);
+    if (!s) {
+      return std::nullopt;
+    }
+    std::uint32_t handle = 0;
+    const bool hex = s->size() > 2 && (*s)[0] == '0' && ((*s)[1] == 'x' || (*s)[1] == 'X');
+    const char* first = s->data() + (hex ? 2 : 0);
+    const char* last = s->data() + s->size();
+    const auto [end, ec] = std::from_chars(first, last, handle, hex ? 16 : 10);
+    if (ec != std::errc() || end != last || handle < 0x81000000U || handle > 0x817FFFFFU) {
+      error(v.mark, v.path,
+            "'" + *s + "' is not an owner persistent handle: expected 0x81000000 to 0x817fffff");
+      return std::nullopt;
+    }
+    return handle;
+  }
+
+  // A PEM file, or "tpm:tik" for the TPM's TLS identity key.
+  std::optional<private_key_ref> get_private_key(const value_ref& v) {
+    if (v.node.IsScalar() && v.node.Scalar().starts_with("tpm:")) {
+      if (v.node.Scalar() != "tpm:tik") {
+        error(v.mark, v.path,
+              "unknown TPM key '" + v.node.Scalar() +
+                  "': the TPM's TLS key is 'tpm:tik' (a file whose name starts with 'tpm:' "
+                  "can be written as ./" +
+                  v.node.Scalar() + ")");
+        return std::nullopt;
+      }
+      return tpm_key_ref{pos(v.mark), v.path};
+    }
+    if (auto f = get_file(v)) {
+      return std::move(*f);
+    }
+    return std::nullopt;
+  }
+
   std::optional<file_ref> get_file(const value_ref& v) {
     const auto s = get_nonempty_string(v);
     if (!s) {
@@ -770,8 +840,8 @@ class checker {
       }
     }
     if (const auto r = require(*m, "key")) {
-      if (auto f = get_file(*r)) {
-        tls.key = std::move(*f);
+      if (auto k = get_private_key(*r)) {
+        tls.key = std::move(*k);
       }
     }
     if (const auto* e = m->find("client_auth")) {
@@ -819,7 +889,7 @@ class checker {
       tls.cert = get_file(cert->value);
     }
     if (key) {
-      tls.key = get_file(key->value);
+      tls.key = get_private_key(key->value);
     }
     if (cert && !key) {
       error(cert->key_mark, cert->value.path,

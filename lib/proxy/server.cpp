@@ -71,10 +71,14 @@ bool is_inet(const generic_endpoint& endpoint) {
 }  // namespace
 
 struct server::state {
-  explicit state(asio::io_context& context)
-      : io(context), executor(asio::make_strand(context)), all_closed(executor) {}
+  state(asio::io_context& context, net::event_loops& loops)
+      : io(context),
+        connection_loops(loops),
+        executor(asio::make_strand(context)),
+        all_closed(executor) {}
 
   asio::io_context& io;
+  net::event_loops& connection_loops;
   asio::any_io_executor executor;  // drain bookkeeping
   net::async_event all_closed;
   std::vector<std::shared_ptr<listener_state>> listeners;
@@ -136,8 +140,8 @@ struct server::state {
       if (listener->stopping) {
         co_return;
       }
-      asio::any_io_executor strand = asio::make_strand(self->io);
-      auto [ec, socket] = co_await listener->acceptor.async_accept(strand, use_tuple);
+      auto loop = self->connection_loops.next();
+      auto [ec, socket] = co_await listener->acceptor.async_accept(loop, use_tuple);
       if (ec) {
         if (listener->stopping) {
           co_return;
@@ -192,7 +196,8 @@ struct server::state {
   }
 };
 
-server::server(asio::io_context& io) : state_(std::make_shared<state>(io)) {}
+server::server(asio::io_context& io, net::event_loops& connection_loops)
+    : state_(std::make_shared<state>(io, connection_loops)) {}
 
 server::~server() = default;
 

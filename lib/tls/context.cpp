@@ -20,6 +20,7 @@ struct context::state {
   tls::role role = tls::role::server;
   std::string server_name;
   peer_name_policy peer_names;  // read by the verify callback through SSL_CTX ex_data
+  bool external_key = false;
 };
 
 namespace {
@@ -89,22 +90,38 @@ detailed_result<std::unique_ptr<SSL_CTX, context::state::ctx_deleter>> new_tls13
   return ctx;
 }
 
+std::string describe(const private_key_source& key) {
+  if (const auto* file = std::get_if<std::filesystem::path>(&key)) {
+    return file->string();
+  }
+  return std::get<external_key>(key).description;
+}
+
+bool use_private_key(SSL_CTX* c, const private_key_source& key) {
+  if (const auto* file = std::get_if<std::filesystem::path>(&key)) {
+    return SSL_CTX_use_PrivateKey_file(c, file->c_str(), SSL_FILETYPE_PEM) == 1;
+  }
+  const auto& external = std::get<external_key>(key);
+  return external.pkey != nullptr && SSL_CTX_use_PrivateKey(c, external.pkey.get()) == 1;
+}
+
 detailed_result<void> load_identity(SSL_CTX* c, const std::filesystem::path& chain,
-                                    const std::filesystem::path& key) {
+                                    const private_key_source& key) {
   ERR_clear_error();
   if (SSL_CTX_use_certificate_chain_file(c, chain.c_str()) != 1) {
     return openssl_failure(errc::certificate_unusable, chain);
   }
-  if (SSL_CTX_use_PrivateKey_file(c, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+  if (!use_private_key(c, key)) {
     // OpenSSL checks the key against the certificate already loaded; say so plainly.
     const auto code = ERR_peek_last_error();
     const bool mismatch =
         ERR_GET_LIB(code) == ERR_LIB_X509 && ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH;
     return openssl_failure(
-        mismatch ? errc::key_does_not_match_certificate : errc::private_key_unusable, key);
+        mismatch ? errc::key_does_not_match_certificate : errc::private_key_unusable,
+        describe(key));
   }
   if (SSL_CTX_check_private_key(c) != 1) {
-    return openssl_failure(errc::key_does_not_match_certificate, key);
+    return openssl_failure(errc::key_does_not_match_certificate, describe(key));
   }
   return {};
 }
@@ -146,6 +163,7 @@ detailed_result<context> context::make_server(const server_options& options) {
   if (auto r = load_identity(c, options.cert_chain, options.private_key); !r) {
     return r.error();
   }
+  st->external_key = std::holds_alternative<external_key>(options.private_key);
   if (options.client_ca) {
     if (auto r = load_trust(c, *options.client_ca); !r) {
       return r.error();
@@ -187,6 +205,7 @@ detailed_result<context> context::make_client(const client_options& options) {
     if (auto r = load_identity(c, *options.cert_chain, *options.private_key); !r) {
       return r.error();
     }
+    st->external_key = std::holds_alternative<external_key>(*options.private_key);
   }
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER, verify_peer);
   if (SSL_CTX_set_ex_data(c, policy_index(), &st->peer_names) != 1) {
@@ -205,6 +224,10 @@ SSL_CTX* context::native_handle() const {
 
 const std::string& context::server_name() const {
   return state_->server_name;
+}
+
+bool context::has_external_key() const {
+  return state_->external_key;
 }
 
 }  // namespace atls::tls

@@ -37,6 +37,10 @@ class category final : public boost::system::error_category {
         return "TLS protocol error";
       case errc::peer_alert:
         return "peer sent a fatal alert";
+      case errc::bad_certificate_fields:
+        return "certificate subject or subjectAltName cannot be parsed";
+      case errc::signing_failed:
+        return "the private key could not sign";
     }
     return "unknown atls.tls error";
   }
@@ -51,13 +55,21 @@ const boost::system::error_category& tls_category() noexcept {
 
 std::string drain_openssl_errors() {
   std::string out;
-  while (const unsigned long code = ERR_get_error()) {
+  const char* data = nullptr;
+  int flags = 0;
+  while (const unsigned long code = ERR_get_error_all(nullptr, nullptr, nullptr, &data, &flags)) {
     std::array<char, 256> text{};
     ERR_error_string_n(code, text.data(), text.size());
     if (!out.empty()) {
       out += "; ";
     }
     out += text.data();
+    // The detail a failing callback attached, e.g. the TPM's decoded response code.
+    if ((flags & ERR_TXT_STRING) != 0 && data != nullptr && *data != '\0') {
+      out += " (";
+      out += data;
+      out += ")";
+    }
   }
   return out;
 }

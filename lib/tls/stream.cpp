@@ -1,9 +1,12 @@
 #include "atls/tls/stream.hpp"
 
 #include <new>
+#include <thread>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <openssl/err.h>
@@ -29,7 +32,10 @@ bool is_ip_literal(const std::string& name) {
 }  // namespace
 
 stream::stream(socket_type socket, context ctx)
-    : socket_(std::move(socket)), context_(std::move(ctx)), flushed_(socket_.get_executor()) {
+    : socket_(std::move(socket)),
+      context_(std::move(ctx)),
+      flushed_(socket_.get_executor()),
+      key_done_(socket_.get_executor(), asio::steady_timer::time_point::max()) {
   ssl_ = SSL_new(context_.native_handle());
   if (ssl_ == nullptr) {
     throw std::bad_alloc();
@@ -42,6 +48,14 @@ stream::stream(socket_type socket, context ctx)
     throw std::bad_alloc();
   }
   SSL_set_bio(ssl_, internal_bio, internal_bio);
+  // Only for the handshake, the one place an external key signs; application data then flows
+  // without the cost of entering a job per call.
+  if (context_.has_external_key() && (SSL_set_async_callback(ssl_, &stream::on_key_done) != 1 ||
+                                      SSL_set_async_callback_arg(ssl_, this) != 1)) {
+    SSL_free(ssl_);
+    BIO_free(network_bio_);
+    throw std::bad_alloc();
+  }
   // Only for try_send_pending(): Asio's asynchronous operations ignore this flag.
   error_code ignored;
   socket_.non_blocking(true, ignored);
@@ -148,13 +162,50 @@ void stream::try_send_pending() {
   }
 }
 
+int stream::on_key_done(SSL* /*ssl*/, void* self) {
+  auto* s = static_cast<stream*>(self);
+  // The stream outlives the paused job (wait_for_key() ignores cancellation), and the pending
+  // timer wait keeps its io_context running, so both are alive when this runs.
+  asio::post(s->socket_.get_executor(), [s] {
+    s->key_done_pending_ = true;
+    s->key_done_.cancel();
+  });
+  return 1;
+}
+
+asio::awaitable<void> stream::wait_for_key() {
+  while (!key_done_pending_) {
+    key_done_.expires_at(asio::steady_timer::time_point::max());
+    // No cancellation slot: the paused job refers to this stream, so it must wait for the key,
+    // which the TPM's own command timeouts bound.
+    auto [ec] = co_await key_done_.async_wait(
+        asio::bind_cancellation_slot(asio::cancellation_slot(), use_tuple));
+    (void)ec;
+  }
+  key_done_pending_ = false;
+}
+
 asio::awaitable<error_code> stream::handshake() {
+  if (context_.has_external_key()) {
+    SSL_set_mode(ssl_, SSL_MODE_ASYNC);
+  }
+  // OpenSSL resumes a paused job correctly only on the thread that started it.
+  std::thread::id job_thread;
   for (;;) {
+    if (job_thread != std::thread::id() && job_thread != std::this_thread::get_id()) {
+      // Resuming here would switch to the job's stack with another thread's dispatcher; refuse
+      // rather than crash. The job and its SSL object stay paused until the stream is freed.
+      detail_ =
+          "handshake paused for the private key resumed on another thread: the "
+          "connection's executor must be single-threaded";
+      co_return errc::handshake_failed;
+    }
     // The error queue is per thread and SSL_get_error() reads it: clear it before every call and
     // read it before the next co_await, after which we may run on another thread.
     ERR_clear_error();
     const int r = SSL_do_handshake(ssl_);
     const int status = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
+    job_thread = std::thread::id();
     error_code failed;
     if (status == SSL_ERROR_SSL || status == SSL_ERROR_SYSCALL) {
       const long verify = SSL_get_verify_result(ssl_);
@@ -178,8 +229,13 @@ asio::awaitable<error_code> stream::handshake() {
     }
     switch (status) {
       case SSL_ERROR_NONE:
+        SSL_clear_mode(ssl_, SSL_MODE_ASYNC);
         co_return error_code{};
       case SSL_ERROR_WANT_WRITE:
+        continue;
+      case SSL_ERROR_WANT_ASYNC:
+        job_thread = std::this_thread::get_id();
+        co_await wait_for_key();
         continue;
       case SSL_ERROR_WANT_READ: {
         auto ec = co_await fill();

@@ -1,9 +1,11 @@
 // atlsctl's TPM and evidence commands against swtpm, as an operator runs them.
 #include <chrono>
+#include <fstream>
 
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 
+#include "support/daemon.hpp"
 #include "support/process.hpp"
 #include "support/swtpm.hpp"
 #include "support/temp_dir.hpp"
@@ -12,11 +14,6 @@ namespace atls::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-run_result atlsctl(std::vector<std::string> args) {
-  args.insert(args.begin(), ATLSCTL_BINARY);
-  return run(std::move(args), 30s);
-}
 
 TEST_CASE("atlsctl tpm provision creates the keys once and then says it reuses them") {
   const temp_dir dir;
@@ -70,6 +67,80 @@ TEST_CASE("atlsctl evidence collect writes evidence that evidence dump decodes")
   CHECK(dumped.out.find("00112233445566778899aabbccddeeff") != std::string::npos);
   const auto doc = boost::json::parse(dumped.out);
   CHECK(doc.is_object());
+}
+
+// The TIK's public key as `atlsctl tpm show --json` prints it.
+std::string tik_public_pem(const swtpm& simulator) {
+  const auto shown = atlsctl({"tpm", "show", "--json", "--tcti", simulator.tcti()});
+  REQUIRE(shown.exit_code == 0);
+  return std::string(boost::json::parse(shown.out).at("tik").at("public_key_pem").as_string());
+}
+
+TEST_CASE("atlsctl tpm csr makes a request for the TIK that openssl verifies") {
+  const temp_dir dir;
+  swtpm simulator(dir);
+  REQUIRE(atlsctl({"tpm", "provision", "--tcti", simulator.tcti()}).exit_code == 0);
+  const auto csr = dir / "tik.csr";
+  const auto made =
+      atlsctl({"tpm", "csr", "--tcti", simulator.tcti(), "--subject", "/CN=web.example/O=Example",
+               "--san", "DNS:web.example,URI:spiffe://example.org/web", "--out", csr.string()});
+  INFO(made.err);
+  REQUIRE(made.exit_code == 0);
+
+  // -verify checks the request's signature, which only the TPM could have made, against the
+  // public key inside it; that key must be the TIK.
+  const auto checked =
+      run({"openssl", "req", "-in", csr.string(), "-verify", "-noout", "-subject", "-text"}, 15s);
+  INFO(checked.err);
+  CHECK(checked.exit_code == 0);
+  CHECK(checked.err.find("verify OK") != std::string::npos);
+  CHECK(checked.out.find("subject=CN = web.example, O = Example") != std::string::npos);
+  CHECK(checked.out.find("DNS:web.example, URI:spiffe://example.org/web") != std::string::npos);
+  const auto key = run({"openssl", "req", "-in", csr.string(), "-pubkey", "-noout"}, 15s);
+  CHECK(key.out == tik_public_pem(simulator));
+}
+
+TEST_CASE("atlsctl tpm self-signed makes a TLS leaf certificate for the TIK") {
+  const temp_dir dir;
+  swtpm simulator(dir);
+  REQUIRE(atlsctl({"tpm", "provision", "--tcti", simulator.tcti()}).exit_code == 0);
+  const auto made = atlsctl({"tpm", "self-signed", "--tcti", simulator.tcti(), "--subject",
+                             "/CN=web.example", "--san", "DNS:web.example", "--days", "7"});
+  INFO(made.err);
+  REQUIRE(made.exit_code == 0);
+  const auto cert = dir / "self.crt";
+  std::ofstream(cert) << made.out;
+
+  const auto verified = run(
+      {"openssl", "verify", "-CAfile", cert.string(), "-purpose", "sslserver", cert.string()}, 15s);
+  INFO(verified.err);
+  CHECK(verified.out == cert.string() + ": OK\n");
+  const auto text = run({"openssl", "x509", "-in", cert.string(), "-noout", "-text"}, 15s);
+  CHECK(text.out.find("CA:FALSE") != std::string::npos);
+  CHECK(text.out.find("DNS:web.example") != std::string::npos);
+  const auto key = run({"openssl", "x509", "-in", cert.string(), "-pubkey", "-noout"}, 15s);
+  CHECK(key.out == tik_public_pem(simulator));
+  const auto end = run({"openssl", "x509", "-in", cert.string(), "-noout", "-checkend",
+                        std::to_string(6 * 24 * 3600)},
+                       15s);
+  CHECK(end.exit_code == 0);  // still valid in six days
+}
+
+TEST_CASE("atlsctl tpm csr rejects a malformed subject or subjectAltName and says which") {
+  const temp_dir dir;
+  swtpm simulator(dir);
+  REQUIRE(atlsctl({"tpm", "provision", "--tcti", simulator.tcti()}).exit_code == 0);
+  const auto bare = atlsctl({"tpm", "csr", "--tcti", simulator.tcti(), "--subject", "CN=x"});
+  CHECK(bare.exit_code != 0);
+  CHECK(bare.out.empty());
+  CHECK(bare.err.find("subject must look like /CN=name") != std::string::npos);
+  const auto san =
+      atlsctl({"tpm", "csr", "--tcti", simulator.tcti(), "--subject", "/CN=x", "--san", "FOO:bar"});
+  CHECK(san.exit_code != 0);
+  CHECK(san.err.find("subjectAltName 'FOO:bar'") != std::string::npos);
+  const auto missing = atlsctl({"tpm", "csr", "--tcti", simulator.tcti()});
+  CHECK(missing.exit_code == 2);
+  CHECK(missing.err.find("--subject") != std::string::npos);
 }
 
 TEST_CASE("atlsctl reports an unreachable TPM on stderr with a non-zero exit") {

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "e2e/configs.hpp"
+#include "e2e/s_server.hpp"
 #include "support/daemon.hpp"
 #include "support/loopback.hpp"
 
@@ -130,30 +131,10 @@ TEST_CASE("with client_auth, a client whose names are not allowed is refused") {
   CHECK(allowed.out == "secret\n");
 }
 
-// An `openssl s_server -www` on a free port, stopped at the end of the test.
-struct s_server {
-  s_server(const temp_dir& dir, const pki& p, const std::string& version)
-      : port(free_port()),
-        proc({.argv = {"openssl", "s_server", "-accept", local(port), version, "-www", "-cert",
-                       (p / "server.crt").string(), "-key", (p / "server.key").string()},
-              .stdout_file = dir / ("s_server" + version + ".out"),
-              .stderr_file = dir / ("s_server" + version + ".err")}) {
-    for (int i = 0; i < 200; ++i) {
-      if (connect_loopback(port)) {
-        return;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    throw std::runtime_error("openssl s_server did not start");
-  }
-  std::uint16_t port;
-  process proc;
-};
-
 TEST_CASE("an outbound listener talks TLS 1.3 to openssl s_server") {
   const temp_dir dir;
   const auto p = make_pki(dir);
-  s_server server(dir, p, "-tls1_3");
+  s_server server(dir, p, {"-tls1_3"});
   const auto port = free_port();
   atlsd out(dir, "out", header() + outbound("out", port, local(server.port), p));
 
@@ -167,7 +148,7 @@ TEST_CASE("an outbound listener talks TLS 1.3 to openssl s_server") {
 TEST_CASE("an outbound listener refuses a TLS 1.2-only server") {
   const temp_dir dir;
   const auto p = make_pki(dir);
-  s_server server(dir, p, "-tls1_2");
+  s_server server(dir, p, {"-tls1_2"});
   const auto port = free_port();
   atlsd out(dir, "out", header() + outbound("out", port, local(server.port), p));
 
@@ -181,7 +162,7 @@ TEST_CASE("an outbound listener refuses a TLS 1.2-only server") {
 TEST_CASE("an outbound listener refuses a server whose certificate does not name server_name") {
   const temp_dir dir;
   const auto p = make_pki(dir);
-  s_server server(dir, p, "-tls1_3");
+  s_server server(dir, p, {"-tls1_3"});
   const auto port = free_port();
   atlsd out(dir, "out",
             header() + outbound("out", port, local(server.port), p, "somebody-else.test"));

@@ -102,6 +102,11 @@ std::optional<std::string> atlsd::next_notification(std::chrono::milliseconds ti
   return std::string(buffer.data(), static_cast<std::size_t>(n));
 }
 
+run_result atlsctl(std::vector<std::string> args) {
+  args.insert(args.begin(), ATLSCTL_BINARY);
+  return run(std::move(args), std::chrono::seconds(30));
+}
+
 pki make_pki(const temp_dir& dir) {
   const auto out = dir / "pki";
   const auto result =

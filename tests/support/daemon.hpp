@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "support/loopback.hpp"
 #include "support/process.hpp"
@@ -39,6 +40,9 @@ class atlsd {
   socket_fd notify_;
   std::optional<process> process_;
 };
+
+// The built atlsctl with args, to completion (30 s at most).
+run_result atlsctl(std::vector<std::string> args);
 
 // The PKI of tests/certs/README.md, generated fresh into dir/pki.
 struct pki {

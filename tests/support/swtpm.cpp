@@ -58,6 +58,14 @@ void swtpm::kill() {
   process_.reset();
 }
 
+void swtpm::freeze() {
+  process_->signal(SIGSTOP);
+}
+
+void swtpm::thaw() {
+  process_->signal(SIGCONT);
+}
+
 void swtpm::start() {
   const auto port = std::to_string(port_);
   const auto ctrl = std::to_string(port_ + 1);

@@ -22,8 +22,10 @@ class swtpm {
 
   // The tpm2-tss TCTI configuration string for this instance.
   std::string tcti() const;
-  void kill();   // SIGKILL, as a crash would
-  void start();  // on the same state and ports
+  void kill();    // SIGKILL, as a crash would
+  void start();   // on the same state and ports
+  void freeze();  // SIGSTOP: a TPM that hangs; commands wait, none fails
+  void thaw();    // SIGCONT
 
  private:
   std::filesystem::path state_;

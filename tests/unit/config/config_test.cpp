@@ -108,7 +108,7 @@ TEST_CASE("the shipped example config is valid") {
   CHECK(in_tls.cert.path == "/etc/atlsd/server.crt");
   CHECK(in_tls.cert.key == "listeners[0].tls.cert");
   CHECK(in_tls.cert.where.line > in.where.line);
-  CHECK(in_tls.key.path == "/etc/atlsd/server.key");
+  CHECK(std::get<config::file_ref>(in_tls.key).path == "/etc/atlsd/server.key");
   REQUIRE(in_tls.client_auth.has_value());
   CHECK(in_tls.client_auth->ca.path == "/etc/atlsd/clients-ca.crt");
   CHECK(in_tls.client_auth->ca.key == "listeners[0].tls.client_auth.ca");
@@ -137,7 +137,7 @@ TEST_CASE("the shipped example config is valid") {
   REQUIRE(out_tls.cert.has_value());
   REQUIRE(out_tls.key.has_value());
   CHECK(out_tls.cert->path == "/etc/atlsd/client.crt");
-  CHECK(out_tls.key->path == "/etc/atlsd/client.key");
+  CHECK(std::get<config::file_ref>(*out_tls.key).path == "/etc/atlsd/client.key");
   CHECK(out.timeouts.connect == 10s);
   CHECK(out.timeouts.idle == 30min);
 }
@@ -172,7 +172,7 @@ listeners:
   CHECK(tls.cert.path == "/etc/atlsd/server.crt");
   CHECK(tls.cert.where.line == 7);
   CHECK(tls.cert.where.column == 13);
-  CHECK(tls.key.path == "/abs/server.key");
+  CHECK(std::get<config::file_ref>(tls.key).path == "/abs/server.key");
 }
 
 TEST_CASE("every optional key is read when set") {
@@ -213,6 +213,95 @@ listeners:
   CHECK(l.timeouts.idle == 0ms);
   CHECK(l.max_connections == 1'000'000);
   CHECK(l.buffer_size == 16 * 1024 * 1024);
+}
+
+TEST_CASE("a listener key of tpm:tik names the TPM's TLS identity key, with the tpm section") {
+  const auto r = load(R"(
+tpm:
+  tcti: swtpm:host=127.0.0.1,port=2321
+  ak_handle: 0x81000200
+  tik_handle: "0x81000201"
+listeners:
+  - name: in
+    mode: inbound
+    listen: 127.0.0.1:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: tik.crt
+      key: tpm:tik
+  - name: out
+    mode: outbound
+    listen: 127.0.0.1:15432
+    upstream: db.example.org:5432
+    tls:
+      ca: ca.crt
+      server_name: db.example.org
+      cert: tik.crt
+      key: tpm:tik
+)");
+  const auto& c = valid(r);
+  CHECK(c.tpm.tcti == "swtpm:host=127.0.0.1,port=2321");
+  CHECK(c.tpm.ak_handle == 0x81000200);
+  CHECK(c.tpm.tik_handle == 0x81000201);
+  const auto& in = std::get<inbound_tls>(c.listeners.at(0).tls);
+  REQUIRE(std::holds_alternative<tpm_key_ref>(in.key));
+  CHECK(std::get<tpm_key_ref>(in.key).key == "listeners[0].tls.key");
+  CHECK(std::get<tpm_key_ref>(in.key).where.line == 12);
+  const auto& out = std::get<outbound_tls>(c.listeners.at(1).tls);
+  REQUIRE(out.key.has_value());
+  CHECK(std::holds_alternative<tpm_key_ref>(*out.key));
+}
+
+TEST_CASE("without a tpm section the TPM is the kernel's resource manager at the default handles") {
+  const auto r = load(R"(
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: tik.crt, key: tpm:tik}}
+)");
+  const auto& c = valid(r);
+  CHECK(c.tpm.tcti == "device:/dev/tpmrm0");
+  CHECK(c.tpm.ak_handle == 0x81000100);
+  CHECK(c.tpm.tik_handle == 0x81000101);
+}
+
+TEST_CASE("a TPM key other than tpm:tik is rejected, and ./tpm:x stays a file") {
+  const auto r = load(R"(
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: tik.crt, key: "tpm:ak"}}
+  - {name: in2, mode: inbound, listen: 127.0.0.1:8444, upstream: 127.0.0.1:8080,
+     tls: {cert: tik.crt, key: ./tpm:ak}}
+)");
+  const auto d = error_for(r, "listeners[0].tls.key");
+  CHECK(contains(d.message, "unknown TPM key 'tpm:ak'"));
+  CHECK(contains(d.message, "'tpm:tik'"));
+  CHECK(r.errors.size() == 1);
+}
+
+TEST_CASE("TPM handles outside the persistent range, or shared by AK and TIK, are rejected") {
+  const auto r = load(R"(
+tpm:
+  ak_handle: 0x80000001
+  tik_handle: 0x81000100
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: a.crt, key: a.key}}
+)");
+  const auto bad = error_for(r, "tpm.ak_handle");
+  CHECK(contains(bad.message, "'0x80000001' is not an owner persistent handle"));
+  CHECK(bad.where.line == 2);
+  // The rejected AK handle falls back to its default, which the TIK now repeats.
+  const auto same = error_for(r, "tpm.tik_handle");
+  CHECK(contains(same.message, "different handles"));
+
+  const auto junk = load(R"(
+tpm: {tik_handle: 0x81zz, tcti: ""}
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: a.crt, key: a.key}}
+)");
+  CHECK(contains(error_for(junk, "tpm.tik_handle").message, "not an owner persistent handle"));
+  CHECK(error_for(junk, "tpm.tcti").where.line == 1);
 }
 
 TEST_CASE("an unknown key is reported with its line and key path") {
@@ -966,11 +1055,11 @@ listeners:
   const auto r = load_file(path);
   const auto& tls = std::get<inbound_tls>(valid(r).listeners.at(0).tls);
   CHECK(tls.cert.path == dir.path() / "etc/certs/server.crt");
-  CHECK(tls.key.path == dir.path() / "keys/server.key");
+  CHECK(std::get<file_ref>(tls.key).path == dir.path() / "keys/server.key");
   CHECK(tls.client_auth->ca.path == "/abs/ca.crt");
   CHECK(tls.cert.where.file == path.string());
   CHECK(tls.cert.where.line == 7);
-  CHECK(tls.key.key == "listeners[0].tls.key");
+  CHECK(std::get<file_ref>(tls.key).key == "listeners[0].tls.key");
   // The files need not exist: they are loaded when the TLS contexts are built.
   CHECK_FALSE(fs::exists(tls.cert.path));
 }

@@ -3,9 +3,11 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <vector>
 
+#include "atls/attest/tpm.hpp"
 #include "atls/config/config.hpp"
 #include "atls/proxy/server.hpp"
 
@@ -15,6 +17,7 @@ struct assembled {
   std::optional<config::daemon_config> config;     // set when the file parsed and validated
   std::vector<proxy::listener_options> listeners;  // complete only when errors is empty
   std::vector<config::diagnostic> errors;          // each points at the file, line and key
+  std::shared_ptr<attest::tpm> tpm;  // opened when a listener's key is in the TPM; else null
 };
 
 // Loads and validates the config, then builds every listener's TLS context, which reads the
@@ -22,8 +25,10 @@ struct assembled {
 // names them.
 [[nodiscard]] assembled assemble(const std::filesystem::path& config_file);
 
-// The same for a config already loaded.
+// The same for a config already loaded. A listener whose key is tpm:tik loads the TIK from tpm,
+// which is opened (from config.tpm) on first use when null.
 [[nodiscard]] std::vector<config::diagnostic> build_listeners(
-    const config::daemon_config& config, std::vector<proxy::listener_options>& out);
+    const config::daemon_config& config, std::vector<proxy::listener_options>& out,
+    std::shared_ptr<attest::tpm>& tpm);
 
 }  // namespace atls::app

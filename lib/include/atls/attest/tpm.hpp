@@ -113,6 +113,14 @@ class tpm {
   [[nodiscard]] result<bytes> sign(std::span<const std::uint8_t> sha256_digest);
   // PCR_Extend of one PCR's SHA-256 bank with SHA-256(data).
   [[nodiscard]] result<void> extend_pcr(std::uint32_t index, std::span<const std::uint8_t> data);
+  // TPM2_GetRandom: n bytes (1 to 32) from the TPM's generator. One minimal TPM round trip, with
+  // no key and no crypto worth measuring: the benchmark's transport baseline. Fails with
+  // tpm_errc::bad_argument for n outside 1..32.
+  [[nodiscard]] result<bytes> random(std::size_t n);
+
+  // Queues fn on the worker and returns at once; fn runs there, its TPM calls inline. For code
+  // that can neither block nor await, such as an OpenSSL callback inside a TLS handshake.
+  void post(std::function<void(tpm&)> fn);
 
   // Runs fn on the TPM worker and completes on the awaiting coroutine's executor, so that Asio
   // threads never wait for the TPM: co_await tpm.run([&](tpm& t) { return t.quote(...); }).

@@ -41,6 +41,21 @@ struct file_ref {
   std::string key;
 };
 
+// The TPM that holds the attestation key and the TLS identity key (attest/tpm.hpp).
+struct tpm_settings {
+  std::string tcti = "device:/dev/tpmrm0";  // tpm2-tss TCTI: device:…, swtpm:…, tabrmd
+  std::uint32_t ak_handle = 0x81000100;     // owner persistent handles, 0x81000000-0x817fffff
+  std::uint32_t tik_handle = 0x81000101;
+};
+
+// "key: tpm:tik": the TLS private key is the TPM's TLS identity key, which never leaves the TPM.
+struct tpm_key_ref {
+  source_pos where;
+  std::string key;
+};
+
+using private_key_ref = std::variant<file_ref, tpm_key_ref>;
+
 enum class listener_mode { inbound, outbound };
 
 struct timeouts {
@@ -61,7 +76,7 @@ struct peer_verification {
 // Inbound: we are the TLS server.
 struct inbound_tls {
   file_ref cert;                                 // PEM chain, leaf first
-  file_ref key;                                  // PEM private key
+  private_key_ref key;                           // PEM private key, or tpm:tik
   std::optional<peer_verification> client_auth;  // set: a client certificate is required
 };
 
@@ -70,7 +85,7 @@ struct outbound_tls {
   peer_verification server;      // ca is required; allow-lists are optional
   std::string server_name;       // SNI and the name the server's certificate must carry
   std::optional<file_ref> cert;  // client certificate for mTLS; cert and key come together
-  std::optional<file_ref> key;
+  std::optional<private_key_ref> key;
 };
 
 struct listener {
@@ -94,6 +109,7 @@ struct daemon_config {
   config::log_level log_level = config::log_level::info;
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
   unsigned threads = 2;
+  tpm_settings tpm;
   std::vector<listener> listeners;
 };
 

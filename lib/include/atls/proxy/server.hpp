@@ -13,6 +13,7 @@
 
 #include "atls/common/result.hpp"
 #include "atls/net/endpoint.hpp"
+#include "atls/net/event_loops.hpp"
 #include "atls/tls/context.hpp"
 
 namespace atls::proxy {
@@ -42,8 +43,9 @@ struct listener_options {
 
 class server {
  public:
-  // Connections run on strands of io; io may run on any number of threads.
-  explicit server(boost::asio::io_context& io);
+  // Listeners and bookkeeping run on strands of io, which may run on any number of threads;
+  // each connection runs on one of the connection loops, which must outlive the server.
+  server(boost::asio::io_context& io, net::event_loops& connection_loops);
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;

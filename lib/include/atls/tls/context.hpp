@@ -5,17 +5,30 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 
 #include "atls/common/result.hpp"
 #include "atls/tls/peer_names.hpp"
 
 using SSL_CTX = struct ssl_ctx_st;
+using EVP_PKEY = struct evp_pkey_st;
 
 namespace atls::tls {
 
+// A private key that lives outside this process, such as the TPM's TLS identity key
+// (attest/tik_key.hpp). Its signing may pause the handshake as an OpenSSL ASYNC job; a stream
+// whose context has one resumes the handshake when the key's work is done.
+struct external_key {
+  std::shared_ptr<EVP_PKEY> pkey;
+  std::string description;  // for messages, e.g. "TPM key 0x81000101"
+};
+
+// A PEM file, or a key held elsewhere.
+using private_key_source = std::variant<std::filesystem::path, external_key>;
+
 struct server_options {
-  std::filesystem::path cert_chain;   // PEM, leaf first
-  std::filesystem::path private_key;  // PEM
+  std::filesystem::path cert_chain;  // PEM, leaf first
+  private_key_source private_key;
   // Set: clients must present a certificate that chains to this bundle and passes client_names.
   std::optional<std::filesystem::path> client_ca;
   peer_name_policy client_names;
@@ -27,7 +40,7 @@ struct client_options {
   std::string server_name;
   peer_name_policy server_names;  // optional extra allow-list on the server certificate's SANs
   std::optional<std::filesystem::path> cert_chain;  // client certificate for mTLS
-  std::optional<std::filesystem::path> private_key;
+  std::optional<private_key_source> private_key;
 };
 
 enum class role { client, server };
@@ -47,6 +60,9 @@ class context {
   [[nodiscard]] tls::role role() const;
   [[nodiscard]] SSL_CTX* native_handle() const;          // borrowed
   [[nodiscard]] const std::string& server_name() const;  // client role only; empty for servers
+  // True when the private key is an external_key: handshakes then run as OpenSSL ASYNC jobs,
+  // which must be resumed on the thread that started them (see tls::stream).
+  [[nodiscard]] bool has_external_key() const;
 
   struct state;
 

@@ -9,6 +9,10 @@
 // relay), both on the socket's executor, which must be a strand when the io_context runs on
 // several threads. Every other call happens while neither is active. Only the write side ever
 // waits for the socket to accept output; the read side never does (see read_some()).
+//
+// With an external key (a TPM key, context::has_external_key()), the handshake runs as an
+// OpenSSL ASYNC job that pauses while the key signs. OpenSSL can resume such a job only on the
+// thread that started it, so the socket's executor must then be run by exactly one thread.
 #pragma once
 
 #include <cstddef>
@@ -18,6 +22,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "atls/common/result.hpp"
 #include "atls/net/async_event.hpp"
@@ -43,7 +48,8 @@ class stream {
   stream& operator=(stream&&) = delete;
 
   // Runs the handshake to completion. Fails with errc::handshake_failed, peer_rejected,
-  // handshake_eof, or the socket's error; error_detail() then says why.
+  // handshake_eof, or the socket's error; error_detail() then says why. While an external key
+  // signs, cancellation waits for the signature: the paused job refers to this stream.
   boost::asio::awaitable<error_code> handshake();
 
   // Reads at least one byte of application data. Returns asio::error::eof once the peer's
@@ -76,6 +82,9 @@ class stream {
   boost::asio::awaitable<error_code> flush();  // SSL -> socket, everything SSL has produced
   void try_send_pending();     // what the socket takes now without waiting; for the read side
   error_code fail(errc code);  // records the detail for a failed SSL call
+  // Until the external key's operation that paused the handshake has finished.
+  boost::asio::awaitable<void> wait_for_key();
+  static int on_key_done(SSL* ssl, void* self);  // OpenSSL's async callback, on the key's thread
 
   socket_type socket_;
   context context_;
@@ -85,6 +94,8 @@ class stream {
   net::async_event flushed_;
   error_code write_error_;
   std::string detail_;
+  boost::asio::steady_timer key_done_;  // cancelled when the external key has finished
+  bool key_done_pending_ = false;
 };
 
 }  // namespace atls::tls
