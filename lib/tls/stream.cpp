@@ -206,6 +206,14 @@ asio::awaitable<error_code> stream::handshake() {
     const int r = SSL_do_handshake(ssl_);
     const int status = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
     job_thread = std::thread::id();
+    if (status == SSL_ERROR_WANT_ASYNC) {
+      // Before anything that can fail or be cancelled (even the flush): the paused job and the
+      // key's completion refer to this stream, so it must not end before the key is done. What
+      // the handshake wrote so far goes out with the rest once it resumes.
+      job_thread = std::this_thread::get_id();
+      co_await wait_for_key();
+      continue;
+    }
     error_code failed;
     if (status == SSL_ERROR_SSL || status == SSL_ERROR_SYSCALL) {
       const long verify = SSL_get_verify_result(ssl_);
@@ -232,10 +240,6 @@ asio::awaitable<error_code> stream::handshake() {
         SSL_clear_mode(ssl_, SSL_MODE_ASYNC);
         co_return error_code{};
       case SSL_ERROR_WANT_WRITE:
-        continue;
-      case SSL_ERROR_WANT_ASYNC:
-        job_thread = std::this_thread::get_id();
-        co_await wait_for_key();
         continue;
       case SSL_ERROR_WANT_READ: {
         auto ec = co_await fill();
