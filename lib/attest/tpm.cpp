@@ -224,8 +224,11 @@ struct tpm::session {
   // or replaced behind our back is looked up afresh.
   std::optional<ESYS_TR> ak_tr;
   std::optional<ESYS_TR> tik_tr;
+  // Their public parts, read with them: every piece of evidence carries both.
+  std::optional<tpm_keys> public_keys;
 
   void forget_keys() {
+    public_keys.reset();
     for (auto* tr : {&ak_tr, &tik_tr}) {
       if (tr->has_value() && esys != nullptr) {
         Esys_TR_Close(esys, &tr->value());
@@ -416,6 +419,9 @@ struct tpm::session {
     if (auto r = connect(); !r) {
       return r.error();
     }
+    if (public_keys) {
+      return *public_keys;
+    }
     tpm_keys out;
     const struct {
       std::uint32_t handle;
@@ -441,6 +447,7 @@ struct tpm::session {
       }
       *k.into = std::move(*info);
     }
+    public_keys = out;
     return out;
   }
 
@@ -466,6 +473,19 @@ struct tpm::session {
     report.tik_created = *tik == key_state::created;
     report.keys = std::move(*keys);
     return report;
+  }
+
+  // What Esys_Certify and Esys_Quote hand back, owned and checked.
+  result<signed_attest> take_signed_attest(TSS2_RC rc, TPM2B_ATTEST* raw_attest,
+                                           TPMT_SIGNATURE* raw_signature) {
+    const esys_ptr<TPM2B_ATTEST> attest(raw_attest);
+    const esys_ptr<TPMT_SIGNATURE> signature(raw_signature);
+    if (auto ec = check(rc)) {
+      return ec;
+    }
+    return signed_attest{
+        .attest = bytes(attest->attestationData, attest->attestationData + attest->size),
+        .signature = marshal_signature(*signature)};
   }
 
   // Runs op with ESYS_TRs for the persisted AK and TIK, looked up on first use.
@@ -507,14 +527,7 @@ struct tpm::session {
       const TSS2_RC rc =
           Esys_Certify(esys, tik, ak, ESYS_TR_PASSWORD, ESYS_TR_PASSWORD, ESYS_TR_NONE,
                        &*qualifying, &scheme, &raw_attest, &raw_signature);
-      const esys_ptr<TPM2B_ATTEST> attest(raw_attest);
-      const esys_ptr<TPMT_SIGNATURE> signature(raw_signature);
-      if (auto ec = check(rc)) {
-        return ec;
-      }
-      return signed_attest{
-          .attest = bytes(attest->attestationData, attest->attestationData + attest->size),
-          .signature = marshal_signature(*signature)};
+      return take_signed_attest(rc, raw_attest, raw_signature);
     });
   }
 
@@ -534,14 +547,7 @@ struct tpm::session {
       const TSS2_RC rc =
           Esys_Quote(esys, ak, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &*qualifying, &scheme,
                      &*selection, &raw_attest, &raw_signature);
-      const esys_ptr<TPM2B_ATTEST> attest(raw_attest);
-      const esys_ptr<TPMT_SIGNATURE> signature(raw_signature);
-      if (auto ec = check(rc)) {
-        return ec;
-      }
-      return signed_attest{
-          .attest = bytes(attest->attestationData, attest->attestationData + attest->size),
-          .signature = marshal_signature(*signature)};
+      return take_signed_attest(rc, raw_attest, raw_signature);
     });
   }
 
