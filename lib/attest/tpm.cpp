@@ -354,6 +354,7 @@ struct tpm::session {
       return existing.error();
     }
     if (*existing) {
+      // Safe to close: provision() forgot the cached ESYS_TRs, so nothing else holds this one.
       auto tr = **existing;
       Esys_TR_Close(esys, &tr);
       return key_state::reused;
@@ -415,6 +416,9 @@ struct tpm::session {
     return tik;
   }
 
+  // The public parts come through with_keys, never through a lookup of their own: ESAPI hands
+  // back the ESYS_TR it already holds for a persistent handle, so closing a second lookup would
+  // close the cached one under certify() and quote().
   result<tpm_keys> read_keys() {
     if (auto r = connect(); !r) {
       return r.error();
@@ -422,33 +426,21 @@ struct tpm::session {
     if (public_keys) {
       return *public_keys;
     }
-    tpm_keys out;
-    const struct {
-      std::uint32_t handle;
-      TPM2B_PUBLIC expected;
-      key_info* into;
-    } keys[] = {{options.ak_handle, ak_template(), &out.ak},
-                {options.tik_handle, tik_template(), &out.tik}};
-    for (const auto& k : keys) {
-      auto tr = persistent(k.handle);
-      if (!tr) {
-        return tr.error();
+    auto keys = with_keys([this](ESYS_TR ak, ESYS_TR tik) -> result<tpm_keys> {
+      auto ak_info = describe(ak, options.ak_handle, ak_template().publicArea);
+      if (!ak_info) {
+        return ak_info.error();
       }
-      if (!*tr) {
-        return tpm_errc::not_provisioned;
+      auto tik_info = describe(tik, options.tik_handle, tik_template().publicArea);
+      if (!tik_info) {
+        return tik_info.error();
       }
-      ESYS_TR handle = **tr;
-      auto info = describe(handle, k.handle, k.expected.publicArea);
-      if (esys != nullptr) {
-        Esys_TR_Close(esys, &handle);
-      }
-      if (!info) {
-        return info.error();
-      }
-      *k.into = std::move(*info);
+      return tpm_keys{.ak = std::move(*ak_info), .tik = std::move(*tik_info)};
+    });
+    if (keys) {
+      public_keys = *keys;
     }
-    public_keys = out;
-    return out;
+    return keys;
   }
 
   result<provision_report> provision() {

@@ -84,6 +84,19 @@ TEST_CASE("the TPM attester's evidence verifies under its AK and vouches for its
   CHECK(verify(*decoded, host.ak_spki, bytes(32, 0x43)).error() == evidence_errc::nonce_mismatch);
 }
 
+TEST_CASE("the TPM attester answers every challenge on a long-lived connection, not only the first") {
+  const test::temp_dir dir;
+  tpm_host host(dir);
+  for (std::uint8_t round = 1; round <= 3; ++round) {
+    const bytes nonce(32, round);
+    const auto bundle = collect(*host.attester, nonce);
+    REQUIRE_MESSAGE(bundle.has_value(), "round " << int{round});
+    const auto decoded = decode(bundle->data);
+    REQUIRE(decoded.has_value());
+    CHECK(verify(*decoded, host.ak_spki, nonce).has_value());
+  }
+}
+
 TEST_CASE("the TPM attester's TLS key signs inside the TPM for its public key") {
   const test::temp_dir dir;
   tpm_host host(dir);
