@@ -21,7 +21,12 @@
 #include "atls/attest/evidence.hpp"
 #include "atls/attest/tik_key.hpp"
 #include "atls/attest/tpm.hpp"
+#include "atls/config/verifier_policy.hpp"
 #include "atls/tls/certificate.hpp"
+#include "atls/verify/appraisal_policy.hpp"
+#include "atls/verify/ear.hpp"
+#include "atls/verify/jose.hpp"
+#include "atls/verify/local_verifier.hpp"
 
 namespace {
 
@@ -40,6 +45,16 @@ constexpr std::string_view usage = R"(usage: atlsctl COMMAND [ARGS]
   evidence collect --nonce HEX [--pcrs sha256:0,1,2,...] --out FILE
                                     write Parsec TPM evidence for the nonce to FILE
   evidence dump FILE                print decoded evidence (claims, nonce, PCR digest) as JSON
+  evidence verify --policy FILE --nonce HEX EVIDENCE_FILE
+                                    appraise evidence with the local verifier and a verifier
+                                    policy (config/README.md), print the result as JSON; exit 0
+                                    only when the policy accepts it
+  ear verify --jwk KEY.json [--alg ALG] [--nonce HEX] [--max-age SECONDS] TOKEN_FILE
+                                    verify an EAR (a Veraison attestation result JWT) and print
+                                    it as JSON: the signature with KEY (ALG pinned, else the JWK's
+                                    alg or its curve's), the claims, eat_nonce == HEX when given,
+                                    exp not passed, iat at most 60 s ahead and, with --max-age,
+                                    at most SECONDS old. The status is printed, not judged.
   --version
 
 TPM commands take --tcti STRING (else $ATLS_TCTI, else device:/dev/tpmrm0), and
@@ -365,6 +380,146 @@ int evidence_dump(const options& opts) {
   return 0;
 }
 
+// `evidence verify`: the local verifier and the appraisal policy of a verifier policy file, as a
+// relying party would apply them. The result is printed whenever there is one (a warning the
+// policy refuses is still worth reading); the exit code says whether the policy accepts it.
+int evidence_verify(const options& opts) {
+  namespace verify = atls::verify;
+  const auto policy_it = opts.values.find("--policy");
+  const auto nonce_it = opts.values.find("--nonce");
+  if (policy_it == opts.values.end() || nonce_it == opts.values.end() ||
+      opts.positional.size() != 1) {
+    std::cerr << "atlsctl: evidence verify needs --policy FILE, --nonce HEX and one "
+                 "EVIDENCE_FILE\n";
+    return 2;
+  }
+  const auto nonce = from_hex(nonce_it->second);
+  if (!nonce || nonce->size() < verify::min_nonce_size || nonce->size() > verify::max_nonce_size) {
+    std::cerr << "atlsctl: --nonce must be 8 to 64 bytes of hex\n";
+    return 2;
+  }
+  const auto loaded = atls::config::load_verifier_policy_file(policy_it->second);
+  for (const auto& error : loaded.errors) {
+    std::cerr << to_string(error) << "\n";
+  }
+  if (!loaded.policy) {
+    std::cerr << "atlsctl: evidence verify: " << loaded.errors.size() << " error(s) in "
+              << policy_it->second << "\n";
+    return 1;
+  }
+
+  const auto& path = opts.positional[0];
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::cerr << "atlsctl: evidence verify: cannot read " << path << "\n";
+    return 1;
+  }
+  // The decoder refuses anything over 64 KiB; one byte more than that is enough to tell.
+  constexpr std::size_t limit = std::size_t{64} * 1024;
+  std::vector<std::uint8_t> evidence(limit + 1);
+  in.read(reinterpret_cast<char*>(evidence.data()), static_cast<std::streamsize>(evidence.size()));
+  evidence.resize(static_cast<std::size_t>(in.gcount()));
+
+  const auto now = verify::clock::now();
+  const auto result = verify::appraise_parsec_tpm(loaded.policy->local, evidence,
+                                                  attest::parsec_tpm_media_type, *nonce, now);
+  if (!result) {
+    return fail("evidence verify", result.error());
+  }
+  std::cout << verify::to_json(*result) << "\n";
+  if (const auto accepted = verify::check(loaded.policy->accept, *result, now); !accepted) {
+    return fail("evidence verify", accepted.error());
+  }
+  return 0;
+}
+
+// `ear verify`: what a relying party checks before it looks at the claims. Exit 0 (and the
+// result on stdout) only for a genuine, well-formed, fresh EAR; the status and trust vector are
+// for the reader, because judging them needs a policy this command does not take.
+int ear_verify(const options& opts) {
+  namespace verify = atls::verify;
+  const auto jwk_it = opts.values.find("--jwk");
+  if (jwk_it == opts.values.end() || opts.positional.size() != 1) {
+    std::cerr << "atlsctl: ear verify needs --jwk KEY.json and one TOKEN_FILE\n";
+    return 2;
+  }
+  std::optional<verify::jws_algorithm> pinned;
+  if (const auto it = opts.values.find("--alg"); it != opts.values.end()) {
+    pinned = verify::parse_jws_algorithm(it->second);
+    if (!pinned) {
+      std::cerr << "atlsctl: --alg must be ES256, ES384, ES512, PS256, PS384, PS512, RS256, "
+                   "RS384, RS512 or EdDSA\n";
+      return 2;
+    }
+  }
+  std::optional<std::vector<std::uint8_t>> nonce;
+  if (const auto it = opts.values.find("--nonce"); it != opts.values.end()) {
+    nonce = from_hex(it->second);
+    if (!nonce || nonce->size() < 8 || nonce->size() > 64) {
+      std::cerr << "atlsctl: --nonce must be 8 to 64 bytes of hex\n";
+      return 2;
+    }
+  }
+  std::optional<std::chrono::seconds> max_age;
+  if (const auto it = opts.values.find("--max-age"); it != opts.values.end()) {
+    std::uint32_t seconds = 0;
+    const auto& text = it->second;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+    if (ec != std::errc{} || end != text.data() + text.size()) {
+      std::cerr << "atlsctl: --max-age must be a number of seconds\n";
+      return 2;
+    }
+    max_age = std::chrono::seconds(seconds);
+  }
+
+  // Both inputs are bounded by what the parsers accept; one byte more tells "too large" apart.
+  const auto read = [](const std::string& path, std::size_t limit) -> std::optional<std::string> {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      std::cerr << "atlsctl: ear verify: cannot read " << path << "\n";
+      return std::nullopt;
+    }
+    std::string text(limit + 1, '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<std::size_t>(in.gcount()));
+    if (text.size() > limit) {
+      std::cerr << "atlsctl: ear verify: " << path << " is larger than " << limit << " bytes\n";
+      return std::nullopt;
+    }
+    return text;
+  };
+  const auto jwk = read(jwk_it->second, verify::max_jwk_size);
+  // A token file usually ends with a newline, which is not part of the token.
+  auto token = read(opts.positional[0], verify::max_token_size + 2);
+  if (!jwk || !token) {
+    return 1;
+  }
+  while (!token->empty() && (token->back() == '\n' || token->back() == '\r')) {
+    token->pop_back();
+  }
+
+  const auto key = verify::parse_jwk(*jwk, pinned);
+  if (!key) {
+    return fail("ear verify: " + jwk_it->second, key.error());
+  }
+  verify::ear_expectations expected;
+  if (nonce) {
+    expected.nonce = *nonce;
+  }
+  const auto ear = verify::verify_ear(*token, *key, expected);
+  if (!ear) {
+    return fail("ear verify", ear.error());
+  }
+  // Only the time rules: contraindicated is the weakest minimum, so no status is refused.
+  const verify::appraisal_policy freshness{.minimum_status = verify::ear_status::contraindicated,
+                                           .max_age = max_age};
+  if (const auto fresh = verify::check(freshness, *ear, verify::clock::now()); !fresh) {
+    return fail("ear verify", fresh.error());
+  }
+  std::cout << verify::to_json(*ear) << "\n";
+  return 0;
+}
+
 int config_check(std::string_view file) {
   const auto assembled = atls::app::assemble(file);
   for (const auto& error : assembled.errors) {
@@ -417,6 +572,12 @@ int dispatch(const std::vector<std::string_view>& args) {
   }
   if (command == "evidence dump") {
     return evidence_dump(*opts);
+  }
+  if (command == "evidence verify") {
+    return evidence_verify(*opts);
+  }
+  if (command == "ear verify") {
+    return ear_verify(*opts);
   }
   std::cerr << usage;
   return 2;

@@ -4,166 +4,59 @@
 // The checker walks the document once, against a schema written out as code, and records every
 // problem it finds instead of stopping at the first: an operator fixing a config wants the whole
 // list in one go. A value that fails keeps its default, so later checks still run; the config is
-// returned only when no error was recorded.
+// returned only when no error was recorded. The typed accessors it shares with the verifier
+// policy loader are in detail/checker.hpp.
 #include "atls/config/config.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <charconv>
-#include <cstdio>
-#include <functional>
-#include <iterator>
 #include <limits>
-#include <memory>
 #include <span>
-#include <system_error>
 #include <utility>
 
 #include <boost/asio/ip/address.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include "detail/checker.hpp"
+
 namespace atls::config {
 
 namespace {
 
-namespace fs = std::filesystem;
-
-// Config files are a few kilobytes. The cap keeps `--config /dev/zero` from eating memory.
-constexpr std::size_t max_file_size = std::size_t{1024} * 1024;
-
-// Timers add durations to steady_clock::now() in nanoseconds; a cap far below the int64
-// nanosecond range (292 years) keeps that addition from overflowing, and anything longer than a
-// week is almost certainly a typo.
-constexpr std::chrono::milliseconds max_duration = std::chrono::hours(24 * 7);
+using detail::contains;
+using detail::join;
+using detail::mapping;
+using detail::value_ref;
 
 // ---------------------------------------------------------------------------------------------
 // Numbers with units
 
-struct unit {
-  std::string_view name;
-  std::uint64_t factor;
-};
-
-constexpr unit duration_units[] = {
-    {"ms", 1},
-    {"s", 1000},
-    {"m", std::uint64_t{60} * 1000},
-    {"h", std::uint64_t{60} * 60 * 1000},
-};
-
 constexpr std::uint64_t kib = 1024;
-constexpr unit size_units[] = {
+constexpr detail::unit size_units[] = {
     {"B", 1},        {"KiB", kib},           {"k", kib},           {"K", kib}, {"MiB", kib* kib},
     {"M", kib* kib}, {"GiB", kib* kib* kib}, {"G", kib* kib* kib},
 };
 
-enum class quantity_error { empty, no_number, fraction, space, no_unit, bad_unit, too_large };
-
-struct quantity {
-  std::uint64_t value = 0;
-  std::optional<quantity_error> error;
-  std::string_view suffix;  // the unit text as written, for messages
-};
-
-// Parses "<decimal digits><unit>" with a unit from the table. Every multiplication and addition is
-// checked against max, so no input can wrap around.
-quantity parse_quantity(std::string_view text, std::span<const unit> units, std::uint64_t max) {
-  quantity q;
-  if (text.empty()) {
-    q.error = quantity_error::empty;
-    return q;
-  }
-  std::size_t i = 0;
-  std::uint64_t number = 0;
-  bool overflow = false;
-  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
-    const auto digit = static_cast<std::uint64_t>(text[i] - '0');
-    if (number > (max - digit) / 10) {
-      overflow = true;
-    } else {
-      number = number * 10 + digit;
-    }
-    ++i;
-  }
-  const auto suffix = text.substr(i);
-  q.suffix = suffix;
-  if (i == 0) {
-    q.error = quantity_error::no_number;
-    return q;
-  }
-  if (suffix.empty()) {
-    q.error = quantity_error::no_unit;
-    return q;
-  }
-  if (suffix.front() == '.' || suffix.front() == ',') {
-    q.error = quantity_error::fraction;
-    return q;
-  }
-  if (suffix.front() == ' ' || suffix.front() == '\t') {
-    q.error = quantity_error::space;
-    return q;
-  }
-  const auto found =
-      std::find_if(units.begin(), units.end(), [&](const unit& u) { return u.name == suffix; });
-  if (found == units.end()) {
-    q.error = quantity_error::bad_unit;
-    return q;
-  }
-  if (overflow || number > max / found->factor) {
-    q.error = quantity_error::too_large;
-    return q;
-  }
-  q.value = number * found->factor;
-  return q;
+detail::quantity parse_size_quantity(std::string_view text) {
+  return detail::parse_quantity(text, size_units, std::numeric_limits<std::uint64_t>::max());
 }
 
-constexpr std::uint64_t max_duration_ms =
-    static_cast<std::uint64_t>(std::numeric_limits<std::chrono::milliseconds::rep>::max());
-
-quantity parse_duration_quantity(std::string_view text) {
-  return parse_quantity(text, duration_units, max_duration_ms);
-}
-
-quantity parse_size_quantity(std::string_view text) {
-  return parse_quantity(text, size_units, std::numeric_limits<std::uint64_t>::max());
-}
-
-std::string duration_message(const quantity& q) {
+std::string size_message(const detail::quantity& q) {
   switch (*q.error) {
-    case quantity_error::empty:
-      return "expected a duration, e.g. 10s";
-    case quantity_error::no_number:
-      return "a duration is a whole number followed by a unit (ms, s, m, h), e.g. 10s";
-    case quantity_error::fraction:
-      return "a duration must be a whole number of its unit, e.g. 1500ms instead of 1.5s";
-    case quantity_error::space:
-      return "a duration must not contain spaces, e.g. 10s";
-    case quantity_error::no_unit:
-      return "duration needs a unit (ms, s, m, h), e.g. 10s";
-    case quantity_error::bad_unit:
-      return "unknown duration unit '" + std::string(q.suffix) + "' (use ms, s, m or h)";
-    case quantity_error::too_large:
-      return "duration is too large";
-  }
-  return "invalid duration";
-}
-
-std::string size_message(const quantity& q) {
-  switch (*q.error) {
-    case quantity_error::empty:
+    case detail::quantity_error::empty:
       return "expected a size, e.g. 16KiB";
-    case quantity_error::no_number:
+    case detail::quantity_error::no_number:
       return "a size is a whole number followed by a unit (B, KiB, MiB, GiB), e.g. 16KiB";
-    case quantity_error::fraction:
+    case detail::quantity_error::fraction:
       return "a size must be a whole number of its unit, e.g. 1536KiB instead of 1.5MiB";
-    case quantity_error::space:
+    case detail::quantity_error::space:
       return "a size must not contain spaces, e.g. 16KiB";
-    case quantity_error::no_unit:
+    case detail::quantity_error::no_unit:
       return "size needs a unit (B, KiB, MiB, GiB), e.g. 16KiB";
-    case quantity_error::bad_unit:
+    case detail::quantity_error::bad_unit:
       return "unknown size unit '" + std::string(q.suffix) +
              "' (use B, KiB, MiB or GiB; k, M and G mean the same binary multiples)";
-    case quantity_error::too_large:
+    case detail::quantity_error::too_large:
       return "size is too large";
   }
   return "invalid size";
@@ -181,65 +74,8 @@ std::string format_size(std::uint64_t bytes) {
   return std::to_string(bytes) + "B";
 }
 
-std::string format_duration(std::chrono::milliseconds d) {
-  const auto ms = static_cast<std::uint64_t>(d.count());
-  for (auto it = std::rbegin(duration_units); it != std::rend(duration_units); ++it) {
-    if (ms != 0 && ms % it->factor == 0) {
-      return std::to_string(ms / it->factor) + std::string(it->name);
-    }
-  }
-  return std::to_string(ms) + "ms";
-}
-
 // ---------------------------------------------------------------------------------------------
 // Small text checks
-
-// Optimal string alignment distance: Levenshtein plus adjacent transpositions, so "lsiten" is one
-// edit away from "listen".
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
-  for (std::size_t i = 0; i <= a.size(); ++i) {
-    d[i][0] = i;
-  }
-  for (std::size_t j = 0; j <= b.size(); ++j) {
-    d[0][j] = j;
-  }
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-      }
-    }
-  }
-  return d[a.size()][b.size()];
-}
-
-// The closest candidate, if it is close enough to be a plausible typo. Short words get a tighter
-// limit: two edits turn "foo" into "log", which is no hint at all.
-std::optional<std::string_view> closest(std::string_view word,
-                                        std::span<const std::string_view> candidates) {
-  std::optional<std::string_view> best;
-  std::size_t best_distance = std::numeric_limits<std::size_t>::max();
-  for (const auto candidate : candidates) {
-    const auto limit = std::min<std::size_t>(2, std::max<std::size_t>(1, candidate.size() / 3));
-    const auto distance = edit_distance(word, candidate);
-    if (distance <= limit && distance < best_distance) {
-      best = candidate;
-      best_distance = distance;
-    }
-  }
-  return best;
-}
-
-std::string suggestion(std::string_view word, std::span<const std::string_view> candidates) {
-  const auto best = closest(word, candidates);
-  if (!best) {
-    return "";
-  }
-  return "; did you mean '" + std::string(*best) + "'?";
-}
 
 bool is_alnum(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
@@ -341,56 +177,6 @@ std::string uri_pattern_problem(std::string_view uri) {
 // ---------------------------------------------------------------------------------------------
 // The checker
 
-// A value in the document together with where to point when it is wrong.
-struct value_ref {
-  YAML::Node node;
-  std::string path;  // dotted key path, e.g. "listeners[0].tls"
-  YAML::Mark mark;   // the value itself, or its key when the value is empty
-  YAML::Mark owner;  // the line that introduces the value: its key, or the list item
-};
-
-struct entry {
-  std::string name;
-  YAML::Mark key_mark;
-  value_ref value;
-};
-
-// The entries of a YAML mapping whose keys were all known and unique.
-struct mapping {
-  value_ref self;
-  std::vector<entry> entries;
-
-  const entry* find(std::string_view name) const {
-    const auto it = std::find_if(entries.begin(), entries.end(),
-                                 [&](const entry& e) { return e.name == name; });
-    return it == entries.end() ? nullptr : &*it;
-  }
-};
-
-std::string join(std::string_view parent, std::string_view key) {
-  if (parent.empty()) {
-    return std::string(key);
-  }
-  return std::string(parent) + "." + std::string(key);
-}
-
-std::string index_path(std::string_view parent, std::size_t index) {
-  return std::string(parent) + "[" + std::to_string(index) + "]";
-}
-
-// An empty value (`key:` at the end of a line) has the mark of whatever token follows it, often
-// on the next line; its key is where the operator looks.
-YAML::Mark value_mark(const YAML::Node& value, const YAML::Mark& fallback) {
-  if (value.IsNull() || value.Mark().is_null()) {
-    return fallback;
-  }
-  return value.Mark();
-}
-
-// Called with the key of an unknown entry; returns a hint for keys that are valid elsewhere, or
-// an empty string.
-using key_hint = std::function<std::string(std::string_view)>;
-
 constexpr std::string_view root_keys[] = {"log", "drain_timeout", "threads", "tpm", "listeners"};
 constexpr std::string_view tpm_keys[] = {"tcti", "ak_handle", "tik_handle"};
 constexpr std::string_view log_keys[] = {"level"};
@@ -407,10 +193,6 @@ constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn", "er
 static_assert(static_cast<std::size_t>(log_level::error) + 1 == std::size(log_levels));
 constexpr std::string_view modes[] = {"inbound", "outbound"};
 
-bool contains(std::span<const std::string_view> set, std::string_view word) {
-  return std::find(set.begin(), set.end(), word) != set.end();
-}
-
 // What the rest of a listener's checks need to know about it.
 struct listener_draft {
   listener value;
@@ -421,23 +203,9 @@ struct listener_draft {
   YAML::Mark listen_mark;
 };
 
-class checker {
+class checker : public detail::checker_base {
  public:
-  checker(std::string_view file_name, fs::path base_dir)
-      : file_(file_name), base_dir_(std::move(base_dir)) {}
-
-  std::vector<diagnostic> take_errors() { return std::move(errors_); }
-
-  void error(const YAML::Mark& mark, std::string key, std::string message) {
-    errors_.push_back({pos(mark), std::move(key), std::move(message)});
-  }
-
-  [[nodiscard]] source_pos pos(const YAML::Mark& mark) const {
-    if (mark.is_null()) {
-      return {file_, 1, 1};
-    }
-    return {file_, mark.line + 1, mark.column + 1};
-  }
+  using checker_base::checker_base;
 
   std::optional<daemon_config> check_root(const YAML::Node& root) {
     const value_ref self{root, "", root.Mark(), root.Mark()};
@@ -480,162 +248,6 @@ class checker {
   }
 
  private:
-  // Splits a mapping into entries. Unknown, duplicate and non-string keys are errors; the known
-  // entries are returned even then, so their values are checked too.
-  std::optional<mapping> open_mapping(const value_ref& v, std::span<const std::string_view> known,
-                                      const key_hint& hint = {}) {
-    if (!v.node.IsMap()) {
-      error(v.mark, v.path, "expected a mapping");
-      return std::nullopt;
-    }
-    mapping m{v, {}};
-    for (const auto& kv : v.node) {
-      const YAML::Node& key = kv.first;
-      if (!key.IsScalar()) {
-        error(key.Mark(), v.path, "keys must be plain strings");
-        continue;
-      }
-      const std::string name = key.Scalar();
-      const auto path = join(v.path, name);
-      if (!contains(known, name)) {
-        std::string message = "unknown key '" + name + "'";
-        const auto extra = hint ? hint(name) : std::string();
-        message += extra.empty() ? suggestion(name, known) : extra;
-        error(key.Mark(), path, std::move(message));
-        continue;
-      }
-      // yaml-cpp keeps both entries of a repeated key; the second would be silently ignored.
-      if (const auto* first = m.find(name)) {
-        error(key.Mark(), path,
-              "duplicate key '" + name + "' (first set on line " +
-                  std::to_string(first->key_mark.line + 1) + ")");
-        continue;
-      }
-      const YAML::Node& value = kv.second;
-      m.entries.push_back(
-          {name, key.Mark(), value_ref{value, path, value_mark(value, key.Mark()), key.Mark()}});
-    }
-    return m;
-  }
-
-  std::optional<value_ref> require(const mapping& m, std::string_view name) {
-    if (const auto* e = m.find(name)) {
-      return e->value;
-    }
-    error(m.self.owner, m.self.path, "missing required key '" + std::string(name) + "'");
-    return std::nullopt;
-  }
-
-  std::optional<std::string> get_string(const value_ref& v) {
-    if (!v.node.IsScalar()) {
-      error(v.mark, v.path, "expected a string");
-      return std::nullopt;
-    }
-    return v.node.Scalar();
-  }
-
-  std::optional<std::string> get_nonempty_string(const value_ref& v) {
-    auto s = get_string(v);
-    if (s && s->empty()) {
-      error(v.mark, v.path, "must not be empty");
-      return std::nullopt;
-    }
-    return s;
-  }
-
-  // The index of the value in choices.
-  std::optional<std::size_t> get_choice(const value_ref& v,
-                                        std::span<const std::string_view> choices) {
-    const auto s = get_string(v);
-    if (!s) {
-      return std::nullopt;
-    }
-    const auto it = std::find(choices.begin(), choices.end(), *s);
-    if (it != choices.end()) {
-      return static_cast<std::size_t>(it - choices.begin());
-    }
-    std::string list;
-    for (const auto choice : choices) {
-      list += list.empty() ? "" : ", ";
-      list += choice;
-    }
-    error(v.mark, v.path, "'" + *s + "' is not one of: " + list + suggestion(*s, choices));
-    return std::nullopt;
-  }
-
-  // Only the YAML 1.2 spellings: YAML 1.1's yes/no/on/off are the "Norway problem" and are
-  // rejected rather than guessed at.
-  std::optional<bool> get_bool(const value_ref& v) {
-    if (v.node.IsScalar()) {
-      const auto& s = v.node.Scalar();
-      if (s == "true" || s == "True" || s == "TRUE") {
-        return true;
-      }
-      if (s == "false" || s == "False" || s == "FALSE") {
-        return false;
-      }
-    }
-    error(v.mark, v.path, "expected true or false");
-    return std::nullopt;
-  }
-
-  std::optional<std::uint64_t> get_integer(const value_ref& v, std::uint64_t min,
-                                           std::uint64_t max) {
-    const std::string range = "must be from " + std::to_string(min) + " to " + std::to_string(max);
-    if (!v.node.IsScalar()) {
-      error(v.mark, v.path, "expected an integer");
-      return std::nullopt;
-    }
-    const auto& s = v.node.Scalar();
-    if (s.empty() ||
-        !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      // A leading '-' is still a number, just out of range.
-      const bool negative =
-          s.size() > 1 && s.front() == '-' &&
-          std::all_of(s.begin() + 1, s.end(), [](char c) { return c >= '0' && c <= '9'; });
-      error(v.mark, v.path, negative ? range : "expected an integer");
-      return std::nullopt;
-    }
-    // Digits only, so the only failure left is a value out of range.
-    std::uint64_t n = 0;
-    for (const char c : s) {
-      const auto digit = static_cast<std::uint64_t>(c - '0');
-      if (n > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) {
-        error(v.mark, v.path, range);
-        return std::nullopt;
-      }
-      n = n * 10 + digit;
-    }
-    if (n < min || n > max) {
-      error(v.mark, v.path, range);
-      return std::nullopt;
-    }
-    return n;
-  }
-
-  std::optional<std::chrono::milliseconds> get_duration(const value_ref& v, bool allow_zero) {
-    // A YAML integer such as `10` is a scalar too: checking its text gives "needs a unit".
-    if (!v.node.IsScalar()) {
-      error(v.mark, v.path, "expected a duration, e.g. 10s");
-      return std::nullopt;
-    }
-    const auto q = parse_duration_quantity(v.node.Scalar());
-    if (q.error) {
-      error(v.mark, v.path, duration_message(q));
-      return std::nullopt;
-    }
-    const std::chrono::milliseconds d(static_cast<std::chrono::milliseconds::rep>(q.value));
-    if (d.count() == 0 && !allow_zero) {
-      error(v.mark, v.path, "must be longer than 0s");
-      return std::nullopt;
-    }
-    if (d > max_duration) {
-      error(v.mark, v.path, "must be at most " + format_duration(max_duration));
-      return std::nullopt;
-    }
-    return d;
-  }
-
   std::optional<std::uint64_t> get_size(const value_ref& v, std::uint64_t min, std::uint64_t max) {
     if (!v.node.IsScalar()) {
       error(v.mark, v.path, "expected a size, e.g. 16KiB");
@@ -729,40 +341,6 @@ class checker {
       return std::move(*f);
     }
     return std::nullopt;
-  }
-
-  std::optional<file_ref> get_file(const value_ref& v) {
-    const auto s = get_nonempty_string(v);
-    if (!s) {
-      return std::nullopt;
-    }
-    // A NUL would silently cut the path short when it reaches open().
-    if (s->find('\0') != std::string::npos) {
-      error(v.mark, v.path, "a file path must not contain a NUL character");
-      return std::nullopt;
-    }
-    fs::path p(*s);
-    if (p.is_relative()) {
-      p = (base_dir_ / p).lexically_normal();
-    }
-    return file_ref{std::move(p), pos(v.mark), v.path};
-  }
-
-  std::optional<std::vector<value_ref>> get_list(const value_ref& v) {
-    if (!v.node.IsSequence()) {
-      error(v.mark, v.path, "expected a list");
-      return std::nullopt;
-    }
-    std::vector<value_ref> items;
-    std::size_t index = 0;
-    for (const auto& it : v.node) {
-      // A sequence's iterator value is the item itself, a Node; bind to that part explicitly.
-      const YAML::Node& item = it;
-      const auto m = value_mark(item, v.mark);
-      items.push_back({item, index_path(v.path, index), m, m});
-      ++index;
-    }
-    return items;
   }
 
   // A list of strings, each of which problem() accepts.
@@ -1014,7 +592,9 @@ class checker {
       }
     }
 
-    if (mode == listener_mode::inbound && l.allow_non_loopback) {
+    // allow_non_loopback is true only when allow_entry set it; the null check is for the
+    // analyzer, which cannot see that through the checker's out-of-line accessors.
+    if (mode == listener_mode::inbound && l.allow_non_loopback && allow_entry != nullptr) {
       error(allow_entry->value.mark, allow_entry->value.path,
             "allow_non_loopback applies only to outbound listeners: an inbound listener accepts "
             "TLS and may listen on any address");
@@ -1076,43 +656,6 @@ class checker {
     }
     return out;
   }
-
-  std::string file_;
-  fs::path base_dir_;
-  std::vector<diagnostic> errors_;
-};
-
-// yaml-cpp's message for a tab used as indentation ("illegal map value") does not say what is
-// wrong; YAML forbids tabs there (YAML 1.2 section 6.1).
-bool line_indented_with_tab(std::string_view text, int line) {
-  std::size_t start = 0;
-  for (int i = 0; i < line; ++i) {
-    start = text.find('\n', start);
-    if (start == std::string_view::npos) {
-      return false;
-    }
-    ++start;
-  }
-  for (std::size_t i = start; i < text.size(); ++i) {
-    if (text[i] == '\t') {
-      return true;
-    }
-    if (text[i] != ' ') {
-      return false;
-    }
-  }
-  return false;
-}
-
-void sort_by_position(std::vector<diagnostic>& errors) {
-  std::stable_sort(errors.begin(), errors.end(), [](const diagnostic& a, const diagnostic& b) {
-    return std::pair(a.where.line, a.where.column) < std::pair(b.where.line, b.where.column);
-  });
-}
-
-struct file_closer {
-  // Read-only stream: a failing fclose loses nothing.
-  void operator()(std::FILE* f) const noexcept { (void)std::fclose(f); }
 };
 
 }  // namespace
@@ -1133,75 +676,29 @@ std::string to_string(const diagnostic& d) {
 
 load_result load_file(const std::filesystem::path& path) {
   load_result result;
-  const auto file_error = [&](std::string message) {
-    result.errors.push_back({{path.string(), 0, 0}, "", std::move(message)});
+  const auto text = detail::read_file(path, "config", result.errors);
+  if (!text) {
     return result;
-  };
-
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    return file_error("cannot read config: it is a directory");
   }
-  const std::unique_ptr<std::FILE, file_closer> f(std::fopen(path.c_str(), "rb"));
-  if (!f) {
-    return file_error("cannot read config: " + std::generic_category().message(errno));
+  const auto base_dir = detail::base_dir_of(path, "config", result.errors);
+  if (!base_dir) {
+    return result;
   }
-  std::string text;
-  char buffer[4096];
-  while (true) {
-    const auto n = std::fread(buffer, 1, sizeof buffer, f.get());
-    text.append(buffer, n);
-    if (text.size() > max_file_size) {
-      return file_error("config is larger than 1 MiB; is this the right file?");
-    }
-    if (n < sizeof buffer) {
-      break;
-    }
-  }
-  if (std::ferror(f.get()) != 0) {
-    return file_error("cannot read config: " + std::generic_category().message(errno));
-  }
-
-  auto absolute = fs::absolute(path, ec);
-  if (ec) {
-    return file_error("cannot resolve the config's directory: " + ec.message());
-  }
-  return load_text(text, path.string(), absolute.lexically_normal().parent_path());
+  return load_text(*text, path.string(), *base_dir);
 }
 
 load_result load_text(std::string_view yaml, std::string_view file_name,
                       const std::filesystem::path& base_dir) {
   load_result result;
-  const std::string file(file_name);
-
-  std::vector<YAML::Node> documents;
-  try {
-    documents = YAML::LoadAll(std::string(yaml));
-  } catch (const YAML::Exception& e) {
-    // yaml-cpp marks are 0-based; a mark it could not place is null (-1).
-    const int line = e.mark.is_null() ? 1 : e.mark.line + 1;
-    const int column = e.mark.is_null() ? 1 : e.mark.column + 1;
-    std::string message = "YAML syntax error: " + e.msg;
-    if (!e.mark.is_null() && line_indented_with_tab(yaml, e.mark.line)) {
-      message += " (YAML does not allow tabs for indentation)";
-    }
-    result.errors.push_back({{file, line, column}, "", std::move(message)});
-    return result;
-  }
-  if (documents.size() > 1) {
-    const auto mark = documents[1].Mark();
-    result.errors.push_back(
-        {{file, mark.is_null() ? 1 : mark.line + 1, mark.is_null() ? 1 : mark.column + 1},
-         "",
-         "the config must be a single YAML document (found a second one "
-         "after '---')"});
+  const auto document = detail::parse_document(yaml, file_name, "config", result.errors);
+  if (!document) {
     return result;
   }
 
   checker c(file_name, base_dir);
   std::optional<daemon_config> config;
   try {
-    config = c.check_root(documents.empty() ? YAML::Node() : documents.front());
+    config = c.check_root(*document);
   } catch (const YAML::Exception& e) {
     // The checker only reads nodes it has type-checked, so this would be a bug in it; still a
     // diagnostic rather than an exception escaping into the daemon.
@@ -1209,7 +706,7 @@ load_result load_text(std::string_view yaml, std::string_view file_name,
   }
   result.errors = c.take_errors();
   if (!result.errors.empty()) {
-    sort_by_position(result.errors);
+    detail::sort_by_position(result.errors);
     return result;
   }
   result.config = std::move(config);
@@ -1217,7 +714,7 @@ load_result load_text(std::string_view yaml, std::string_view file_name,
 }
 
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
-  const auto q = parse_duration_quantity(text);
+  const auto q = detail::parse_duration_quantity(text);
   if (q.error) {
     return std::nullopt;
   }

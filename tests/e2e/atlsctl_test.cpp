@@ -1,9 +1,13 @@
 // atlsctl's TPM and evidence commands against swtpm, as an operator runs them.
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
+
+#include "atls/attest/evidence.hpp"
+#include "atls/verify/error.hpp"
 
 #include "support/daemon.hpp"
 #include "support/process.hpp"
@@ -172,6 +176,132 @@ TEST_CASE("atlsctl takes the TCTI from ATLS_TCTI when --tcti is absent") {
                  .stderr_file = dir / "err"});
   CHECK(child.wait_for(30s) == 0);
   CHECK(read_file(dir / "out").find("created AK") != std::string::npos);
+}
+
+// The Veraison EAR vectors (../shared/vectors/README.md) through `atlsctl ear verify`.
+const std::string ear_vectors = ATLS_SOURCE_DIR "/../shared/vectors/";
+
+TEST_CASE("atlsctl ear verify prints the Veraison vector's attestation result as JSON") {
+  const auto result =
+      atlsctl({"ear", "verify", "--jwk", ear_vectors + "ear-verification-key.jwk.json",
+               ear_vectors + "ear-valid-0.jwt"});
+  INFO(result.err);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.err.empty());
+  const auto doc = boost::json::parse(result.out);
+  CHECK(doc.at("status") == "affirming");
+  CHECK(doc.at("iat") == 1666091373);
+  CHECK(doc.at("attested_key").at("spki") == "616b7075620a");  // "akpub\n"
+  // Pinning the algorithm the key implies changes nothing.
+  CHECK(atlsctl({"ear", "verify", "--jwk", ear_vectors + "ear-verification-key.jwk.json", "--alg",
+                 "ES256", ear_vectors + "ear-valid-0.jwt"})
+            .exit_code == 0);
+}
+
+TEST_CASE("atlsctl ear verify refuses an alg-none token and says why") {
+  const auto result =
+      atlsctl({"ear", "verify", "--jwk", ear_vectors + "ear-verification-key.jwk.json",
+               ear_vectors + "ear-invalid-alg-none.jwt"});
+  CHECK(result.exit_code == 1);
+  CHECK(result.out.empty());
+  CHECK(result.err == "atlsctl: ear verify: " +
+                          make_error_code(verify::verify_errc::unsupported_algorithm).message() +
+                          "\n");
+}
+
+TEST_CASE("atlsctl ear verify with --max-age refuses the 2022 vector as too old") {
+  const auto result =
+      atlsctl({"ear", "verify", "--jwk", ear_vectors + "ear-verification-key.jwk.json", "--max-age",
+               "3600", ear_vectors + "ear-valid-0.jwt"});
+  CHECK(result.exit_code == 1);
+  CHECK(result.out.empty());
+  CHECK(result.err == "atlsctl: ear verify: " +
+                          make_error_code(verify::verify_errc::result_too_old).message() + "\n");
+  // A nonce the vector does not carry, and an algorithm its key cannot verify.
+  CHECK(atlsctl({"ear", "verify", "--jwk", ear_vectors + "ear-verification-key.jwk.json", "--nonce",
+                 "deadbeefdeadbeef", ear_vectors + "ear-valid-0.jwt"})
+            .exit_code == 1);
+  CHECK(atlsctl({"ear", "verify", "--jwk", ear_vectors + "ear-verification-key.jwk.json", "--alg",
+                 "ES384", ear_vectors + "ear-valid-0.jwt"})
+            .exit_code == 1);
+  CHECK(atlsctl({"ear", "verify", "--jwk", ear_vectors + "ear-verification-key.jwk.json", "--alg",
+                 "HS256", ear_vectors + "ear-valid-0.jwt"})
+            .exit_code == 2);
+}
+
+// `atlsctl evidence verify` with the Veraison evidence vector and a policy file next to its AK.
+const std::string evidence_vectors = ATLS_SOURCE_DIR "/../shared/vectors/";
+
+std::filesystem::path write_vector_policy(const temp_dir& dir) {
+  (void)dir.write("ak.pem", read_file(evidence_vectors + "ak-pub.pem"));
+  const std::string zero(64, '0');
+  const std::string pcrs = "{0: " + zero + ", 1: " + zero + ", 2: " + zero + "}";
+  return dir.write("policy.yaml", R"(verifier:
+  local:
+    trusted_aks: [{pem: ak.pem}]
+    reference_values:
+      bank: sha256
+      pcrs: )" + pcrs + R"(
+accept:
+  minimum_status: affirming
+  minimum_tiers: {executables: affirming, hardware: affirming}
+  required_submodules: [PARSEC_TPM]
+  max_age: 300s
+)");
+}
+
+TEST_CASE("atlsctl evidence verify accepts the Veraison vector under a matching policy") {
+  const temp_dir dir;
+  const auto policy = write_vector_policy(dir);
+  const auto result = atlsctl({"evidence", "verify", "--policy", policy.string(), "--nonce",
+                               "DEADBEEFDEADBEEF", evidence_vectors + "parsec-tpm-evidence.cbor"});
+  INFO(result.err);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.err.empty());
+  const auto doc = boost::json::parse(result.out);
+  CHECK(doc.at("status") == "affirming");
+  CHECK(doc.at("nonce") == "deadbeefdeadbeef");
+}
+
+TEST_CASE("atlsctl evidence verify refuses a wrong nonce and says why") {
+  const temp_dir dir;
+  const auto policy = write_vector_policy(dir);
+  const auto result = atlsctl({"evidence", "verify", "--policy", policy.string(), "--nonce",
+                               "deadbeefdeadbeee", evidence_vectors + "parsec-tpm-evidence.cbor"});
+  CHECK(result.exit_code == 1);
+  CHECK(result.out.empty());
+  CHECK(result.err == "atlsctl: evidence verify: " +
+                          make_error_code(attest::evidence_errc::nonce_mismatch).message() + "\n");
+}
+
+TEST_CASE("atlsctl evidence verify prints a result the policy refuses, and exits 1") {
+  const temp_dir dir;
+  auto text = read_file(write_vector_policy(dir));
+  // PCR 2 as its last digit 1: the vector then appraises as a warning.
+  const auto pcr2 = text.find("2: ") + 3;
+  text[pcr2 + 63] = '1';
+  const auto policy = dir.write("warning.yaml", text);
+  const auto result = atlsctl({"evidence", "verify", "--policy", policy.string(), "--nonce",
+                               "deadbeefdeadbeef", evidence_vectors + "parsec-tpm-evidence.cbor"});
+  CHECK(result.exit_code == 1);
+  CHECK(boost::json::parse(result.out).at("status") == "warning");
+  CHECK(result.err == "atlsctl: evidence verify: " +
+                          make_error_code(verify::verify_errc::status_not_acceptable).message() +
+                          "\n");
+}
+
+TEST_CASE("atlsctl evidence verify reports a broken policy file at its line") {
+  const temp_dir dir;
+  const auto policy = dir.write("policy.yaml", "verifier:\n  local:\n    trusted_akz: []\n");
+  const auto result = atlsctl({"evidence", "verify", "--policy", policy.string(), "--nonce",
+                               "deadbeefdeadbeef", evidence_vectors + "parsec-tpm-evidence.cbor"});
+  CHECK(result.exit_code == 1);
+  CHECK(result.out.empty());
+  CHECK(result.err.find(policy.string() + ":3:5: verifier.local.trusted_akz: unknown key") !=
+        std::string::npos);
+  CHECK(atlsctl({"evidence", "verify", "--policy", policy.string(),
+                 evidence_vectors + "parsec-tpm-evidence.cbor"})
+            .exit_code == 2);
 }
 
 }  // namespace

@@ -1,14 +1,19 @@
 // libFuzzer target for the Parsec TPM evidence codec: the CBOR container, the TPM parsers, the
-// SPKI builder, the JSON dump and verify. Build and run: see README.md next to this file.
+// SPKI builder, the JSON dump and verify; and the local verifier's appraisal of the same input,
+// with the AK trusted by SPKI and by a pinned hash (ECDSA key recovery). Build and run: see
+// README.md next to this file.
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <span>
 
 #include <boost/json.hpp>
+#include <openssl/evp.h>
 
 #include "atls/attest/evidence.hpp"
+#include "atls/verify/local_verifier.hpp"
 
 namespace atls::attest {
 namespace {
@@ -24,6 +29,71 @@ constexpr std::array<std::uint8_t, 91> ak_spki_der{
     0x4d, 0xb8, 0x9c, 0xf5, 0xe1, 0x7d, 0x09, 0xdb, 0x8f, 0x97, 0x41};
 constexpr std::array<std::uint8_t, 8> challenge{0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef};
 
+// The vector's reference values: sha256 PCRs 0, 1 and 2, all zero.
+verify::pcr_values vector_pcrs() {
+  verify::pcr_values out;
+  for (const std::uint8_t pcr : {0, 1, 2}) {
+    out.values[pcr] = verify::bytes(32, 0);
+  }
+  return out;
+}
+
+const verify::local_verifier_options& options_by_spki() {
+  static const verify::local_verifier_options options = [] {
+    verify::local_verifier_options o;
+    o.trusted_aks = {verify::bytes(ak_spki_der.begin(), ak_spki_der.end())};
+    o.reference = vector_pcrs();
+    return o;
+  }();
+  return options;
+}
+
+const verify::local_verifier_options& options_by_hash() {
+  static const verify::local_verifier_options options = [] {
+    verify::local_verifier_options o;
+    verify::sha256_digest pin{};
+    unsigned int size = 0;
+    if (EVP_Digest(ak_spki_der.data(), ak_spki_der.size(), pin.data(), &size, EVP_sha256(),
+                   nullptr) != 1) {
+      std::abort();
+    }
+    o.trusted_ak_hashes = {pin};
+    o.reference = vector_pcrs();
+    return o;
+  }();
+  return options;
+}
+
+// The appraisal of the raw input, once with the AK as an SPKI and once pinned by hash: both
+// must reach the same verdict, and an accepted result must be evidence that attest::verify
+// accepts, for the key it certifies.
+void appraise(std::span<const std::uint8_t> input) {
+  const auto now = verify::clock::time_point(std::chrono::seconds(1'700'000'000));
+  const auto by_spki =
+      verify::appraise_parsec_tpm(options_by_spki(), input, parsec_tpm_media_type, challenge, now);
+  const auto by_hash =
+      verify::appraise_parsec_tpm(options_by_hash(), input, parsec_tpm_media_type, challenge, now);
+  if (by_spki.has_value() != by_hash.has_value()) {
+    std::abort();
+  }
+  if (!by_spki) {
+    if (by_spki.error() != by_hash.error()) {
+      std::abort();
+    }
+    return;
+  }
+  if (by_spki->attested_key != by_hash->attested_key || by_spki->status != by_hash->status ||
+      by_spki->trust != by_hash->trust) {
+    std::abort();
+  }
+  const auto evidence = decode(input);
+  const auto verified = evidence ? verify(*evidence, ak_spki_der, challenge)
+                                 : result<verified_evidence>(evidence.error());
+  if (!verified || by_spki->attested_key != verified->attested_key_spki) {
+    std::abort();
+  }
+}
+
 // Results are discarded on purpose: the fuzzer looks for crashes, leaks and UB, not outcomes.
 void exercise_tpm_parsers(std::span<const std::uint8_t> data) {
   (void)parse_attest(data);
@@ -36,6 +106,7 @@ void exercise_tpm_parsers(std::span<const std::uint8_t> data) {
 void run(std::span<const std::uint8_t> input) {
   // The TPM parsers straight on the input, so that they are reached without a CBOR frame.
   exercise_tpm_parsers(input);
+  appraise(input);
 
   const auto evidence = decode(input);
   if (!evidence) {

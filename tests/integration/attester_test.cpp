@@ -84,7 +84,7 @@ TEST_CASE("the TPM attester's evidence verifies under its AK and vouches for its
   CHECK(verify(*decoded, host.ak_spki, bytes(32, 0x43)).error() == evidence_errc::nonce_mismatch);
 }
 
-TEST_CASE("the TPM attester answers every challenge on a long-lived connection, not only the first") {
+TEST_CASE("the TPM attester answers every challenge on one TPM connection, not only the first") {
   const test::temp_dir dir;
   tpm_host host(dir);
   for (std::uint8_t round = 1; round <= 3; ++round) {

@@ -2,9 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
@@ -13,88 +10,37 @@
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 #include <openssl/core_names.h>
-#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
+
+#include "support/evidence_builder.hpp"
 
 namespace atls::attest {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Fixtures: the Veraison vector, its AK and its challenge.
+// Fixtures: the Veraison vector, its AK and its challenge, and evidence by hand
+// (tests/support/evidence_builder.hpp).
 
-const std::string vectors_dir = ATLS_SOURCE_DIR "/../shared/vectors/";
+using test::certify_attested;
+using test::from_hex;
+using test::generate_key;
+using test::make_attest;
+using test::make_pub_area;
+using test::pkey_ptr;
+using test::pub_area_options;
+using test::quote_attested;
+using test::sha256;
+using test::sign_tpmt;
+using test::spki_of;
+using test::tpm_key_attributes;
+using test::tpm_out;
+using test::vector_ak;
+using test::vector_cbor;
+using test::vector_evidence;
 
-bytes read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE_MESSAGE(in.good(), "cannot open " << path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-const bytes& vector_cbor() {
-  static const bytes v = read_file(vectors_dir + "parsec-tpm-evidence.cbor");
-  return v;
-}
-
-parsec_tpm_evidence vector_evidence() {
-  auto decoded = decode(vector_cbor());
-  REQUIRE(decoded.has_value());
-  return *decoded;
-}
-
-struct pkey_deleter {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
-
-bytes spki_of(EVP_PKEY* key) {
-  const int size = i2d_PUBKEY(key, nullptr);
-  REQUIRE(size > 0);
-  bytes der(static_cast<std::size_t>(size));
-  unsigned char* cursor = der.data();
-  REQUIRE(i2d_PUBKEY(key, &cursor) == size);
-  return der;
-}
-
-const bytes& vector_ak() {
-  static const bytes der = [] {
-    struct file_closer {
-      void operator()(std::FILE* f) const { (void)std::fclose(f); }
-    };
-    const std::unique_ptr<std::FILE, file_closer> pem(
-        std::fopen((vectors_dir + "ak-pub.pem").c_str(), "r"));
-    REQUIRE(pem);
-    const pkey_ptr key(PEM_read_PUBKEY(pem.get(), nullptr, nullptr, nullptr));
-    REQUIRE(key);
-    return spki_of(key.get());
-  }();
-  return der;
-}
-
-const bytes challenge{0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef};
-
-bytes from_hex(std::string_view hex) {
-  bytes out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<std::uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
-  }
-  return out;
-}
-
-pkey_ptr generate_key(const char* curve) {
-  pkey_ptr key(EVP_EC_gen(curve));
-  REQUIRE(key);
-  return key;
-}
-
-bytes sha256(std::span<const std::uint8_t> data) {
-  bytes digest(32);
-  unsigned int size = 0;
-  REQUIRE(EVP_Digest(data.data(), data.size(), digest.data(), &size, EVP_sha256(), nullptr) == 1);
-  return digest;
-}
+const bytes& challenge = test::vector_nonce;
 
 // ---------------------------------------------------------------------------------------------
 // CBOR by hand, for shapes our encoder never produces.
@@ -178,116 +124,8 @@ bool decodes_to(std::span<const std::uint8_t> cbor, const parsec_tpm_evidence& e
 }
 
 // ---------------------------------------------------------------------------------------------
-// TPM structures by hand, signed by a test AK, for checks the vector cannot reach (its pubArea is
-// fixed by its signature).
-
-struct tpm_out {
-  bytes out;
-
-  tpm_out& u8(std::uint8_t v) {
-    out.push_back(v);
-    return *this;
-  }
-  tpm_out& u16(std::uint16_t v) {
-    out.insert(out.end(), {static_cast<std::uint8_t>(v >> 8U), static_cast<std::uint8_t>(v)});
-    return *this;
-  }
-  tpm_out& u32(std::uint32_t v) {
-    return u16(static_cast<std::uint16_t>(v >> 16U)).u16(v & 0xffffU);
-  }
-  tpm_out& u64(std::uint64_t v) {
-    return u32(static_cast<std::uint32_t>(v >> 32U)).u32(v & 0xffffffffU);
-  }
-  tpm_out& raw(std::span<const std::uint8_t> b) {
-    out.insert(out.end(), b.begin(), b.end());
-    return *this;
-  }
-  tpm_out& tpm2b(std::span<const std::uint8_t> b) {
-    return u16(static_cast<std::uint16_t>(b.size())).raw(b);
-  }
-};
-
-constexpr std::uint32_t tpm_key_attributes = 0x00040072;  // fixedTPM fixedParent sDO uWA sign
-
-struct pub_area_options {
-  std::uint16_t name_alg = 0x000b;
-  std::uint32_t attributes = tpm_key_attributes;
-  std::uint16_t scheme = 0x0018;  // ECDSA
-  std::uint16_t curve = 0x0003;   // NIST P-256
-};
-
-bytes make_pub_area(EVP_PKEY* key, const pub_area_options& o = {}) {
-  std::array<std::uint8_t, 65> point{};
-  std::size_t size = 0;
-  REQUIRE(EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size(),
-                                          &size) == 1);
-  REQUIRE(size == 65);
-  tpm_out t;
-  t.u16(0x0023).u16(o.name_alg).u32(o.attributes).u16(0);  // ECC, empty authPolicy
-  t.u16(0x0010);                                           // symmetric: NULL
-  t.u16(o.scheme);
-  if (o.scheme != 0x0010) {
-    t.u16(0x000b);
-  }
-  t.u16(o.curve).u16(0x0010);  // kdf: NULL
-  t.tpm2b(std::span(point).subspan(1, 32)).tpm2b(std::span(point).subspan(33, 32));
-  return t.out;
-}
-
-bytes make_attest(std::uint16_t type, std::span<const std::uint8_t> extra_data,
-                  std::span<const std::uint8_t> attested, std::uint8_t safe = 1) {
-  tpm_out t;
-  t.u32(0xff544347).u16(type).tpm2b(from_hex("000b" + std::string(64, '1'))).tpm2b(extra_data);
-  t.u64(1000).u32(1).u32(2).u8(safe).u64(0x0102030405060708);
-  t.raw(attested);
-  return t.out;
-}
-
-bytes certify_attested(std::span<const std::uint8_t> name) {
-  return tpm_out{}.tpm2b(name).tpm2b(name).out;
-}
-
-bytes quote_attested() {
-  const bytes zeros(96, 0);
-  return tpm_out{}.u32(1).u16(0x000b).u8(3).raw(bytes{0x07, 0, 0}).tpm2b(sha256(zeros)).out;
-}
-
-struct sign_options {
-  std::uint16_t hash_alg = 0x000b;
-  bool strip_leading_zeros = false;  // as some TPM stacks marshal r and s
-};
-
-// TPMT_SIGNATURE (ECDSA) by key over data, with r and s as 32-byte big-endian integers.
-bytes sign_tpmt(EVP_PKEY* key, std::span<const std::uint8_t> data, const sign_options& o = {},
-                bool* had_leading_zero = nullptr) {
-  const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
-                                                                    &EVP_MD_CTX_free);
-  REQUIRE(EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) == 1);
-  std::size_t size = 0;
-  REQUIRE(EVP_DigestSign(ctx.get(), nullptr, &size, data.data(), data.size()) == 1);
-  bytes der(size);
-  REQUIRE(EVP_DigestSign(ctx.get(), der.data(), &size, data.data(), data.size()) == 1);
-  const unsigned char* cursor = der.data();
-  const std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> sig(
-      d2i_ECDSA_SIG(nullptr, &cursor, static_cast<long>(size)), &ECDSA_SIG_free);
-  REQUIRE(sig);
-  bytes r(32);
-  bytes s(32);
-  REQUIRE(BN_bn2binpad(ECDSA_SIG_get0_r(sig.get()), r.data(), 32) == 32);
-  REQUIRE(BN_bn2binpad(ECDSA_SIG_get0_s(sig.get()), s.data(), 32) == 32);
-  if (had_leading_zero != nullptr) {
-    *had_leading_zero = r[0] == 0 || s[0] == 0;
-  }
-  if (o.strip_leading_zeros) {
-    while (!r.empty() && r[0] == 0) {
-      r.erase(r.begin());
-    }
-    while (!s.empty() && s[0] == 0) {
-      s.erase(s.begin());
-    }
-  }
-  return tpm_out{}.u16(0x0018).u16(o.hash_alg).tpm2b(r).tpm2b(s).out;
-}
+// Evidence signed by a test AK, for checks the vector cannot reach (its pubArea is fixed by its
+// signature).
 
 // Evidence for a fresh TIK, signed by a fresh AK; each field can be replaced afterwards.
 struct test_evidence {

@@ -1,0 +1,54 @@
+// The verifier role of RFC 9334 as a relying party sees it: evidence in, attestation result out.
+// Two implementations: local_verifier (embedded, no network) and veraison_client (Veraison's
+// challenge-response REST API).
+//
+// A verifier only says what the evidence shows. Whether that is good enough is the appraisal
+// policy's decision (appraisal_policy.hpp), and whether the evidence belongs to *this* TLS
+// connection is the caller's: it derives the expected nonce from the connection and compares
+// the result's attested_key with the key that signed the handshake.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "atls/common/result.hpp"
+#include "atls/verify/attestation_result.hpp"
+
+namespace atls::verify {
+
+class verifier {
+ public:
+  virtual ~verifier() = default;
+
+  // Appraises `evidence` of `media_type`, which must be bound to `expected_nonce` (8 to 64
+  // bytes). A result comes back only when the evidence was genuinely appraised and carries that
+  // nonce; its status may still be anything (warning for unknown PCR values, say). Fails with
+  // verify_errc or attest::evidence_errc; never returns a result it could not check (fail
+  // closed). Completes on the awaiting coroutine's executor; callable from any thread.
+  [[nodiscard]] virtual boost::asio::awaitable<result<attestation_result>> appraise(
+      bytes evidence, std::string media_type, bytes expected_nonce) = 0;
+
+  // A fresh nonce of `size` bytes (8 to 64) for a background-check flow. From Veraison this opens
+  // a session whose nonce is minted by the verifier; a later appraise() with that nonce uses the
+  // same session. Fails with verify_errc.
+  [[nodiscard]] virtual boost::asio::awaitable<result<bytes>> challenge(std::size_t size) = 0;
+
+  // How logs and audit lines name this verifier, e.g. "local" or "veraison https://v.example".
+  [[nodiscard]] virtual std::string_view name() const noexcept = 0;
+
+ protected:
+  verifier() = default;
+  verifier(const verifier&) = default;
+  verifier& operator=(const verifier&) = default;
+  verifier(verifier&&) = default;
+  verifier& operator=(verifier&&) = default;
+};
+
+inline constexpr std::size_t min_nonce_size = 8;
+inline constexpr std::size_t max_nonce_size = 64;
+
+}  // namespace atls::verify
