@@ -1,0 +1,907 @@
+#include "atls/verify/veraison_client.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <spdlog/spdlog.h>
+
+#include "atls/attest/evidence.hpp"
+#include "atls/verify/ear.hpp"
+#include "atls/verify/error.hpp"
+
+namespace atls::verify {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+namespace json = boost::json;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// verification/api/handler.go: the only representation of a session, and of discovery.
+constexpr std::string_view session_media_type =
+    "application/vnd.veraison.challenge-response-session+json";
+constexpr std::string_view discovery_media_type = "application/vnd.veraison.discovery+json";
+constexpr std::string_view problem_media_type = "application/problem+json";
+constexpr std::string_view api_root = "/challenge-response/v1/";
+
+// Answers bigger than this are not Veraison's: a session with an EAR is a few KiB.
+constexpr std::size_t max_body_size = std::size_t{1024} * 1024;
+// challenge() sessions waiting for their appraise(); more means nobody is coming back for them.
+constexpr std::size_t max_pending_sessions = 1024;
+
+struct base_url {
+  bool tls = false;
+  std::string host;  // without IPv6 brackets
+  std::string port;
+  std::string host_header;
+  std::string prefix;  // path without a trailing '/', possibly empty
+  std::string text;
+};
+
+result<base_url> parse_base_url(std::string_view text) {
+  auto parsed = boost::urls::parse_uri(text);
+  if (!parsed) {
+    return make_error_code(std::errc::invalid_argument);
+  }
+  base_url out;
+  const auto scheme = parsed->scheme_id();
+  if (scheme == boost::urls::scheme::https) {
+    out.tls = true;
+  } else if (scheme != boost::urls::scheme::http) {
+    return make_error_code(std::errc::invalid_argument);
+  }
+  if (!parsed->has_authority() || parsed->host().empty() || parsed->has_userinfo() ||
+      parsed->has_query() || parsed->has_fragment()) {
+    return make_error_code(std::errc::invalid_argument);
+  }
+  out.host = parsed->host_address();
+  out.port = parsed->has_port() ? std::string(parsed->port()) : (out.tls ? "443" : "80");
+  out.host_header = parsed->encoded_host_and_port();
+  out.prefix = parsed->encoded_path();
+  while (!out.prefix.empty() && out.prefix.back() == '/') {
+    out.prefix.pop_back();
+  }
+  out.text = std::string(text);
+  return out;
+}
+
+bool is_ip_literal(const std::string& host) {
+  error_code ec;
+  (void)asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+// "type/subtype; params" -> lower-case "type/subtype".
+std::string bare_media_type(std::string_view value) {
+  const auto semicolon = value.find(';');
+  auto type = value.substr(0, semicolon);
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) {
+    type.remove_suffix(1);
+  }
+  while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) {
+    type.remove_prefix(1);
+  }
+  std::string out(type);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// Go's base64.URLEncoding (padded): what Veraison's newSession decodes the nonce parameter
+// with. The '=' padding is percent-encoded for the query string.
+std::string nonce_query_value(std::span<const std::uint8_t> nonce) {
+  std::string text = base64url_encode(nonce);
+  for (auto padding = (4 - text.size() % 4) % 4; padding > 0; --padding) {
+    text += "%3D";
+  }
+  return text;
+}
+
+bool same_bytes(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+struct http_answer {
+  unsigned status = 0;
+  std::string content_type;
+  std::string location;
+  std::string body;
+};
+
+// The problem+json "detail" (RFC 9457) for the log, or the start of the body.
+std::string problem_detail(const http_answer& answer) {
+  if (bare_media_type(answer.content_type) == problem_media_type) {
+    error_code ec;
+    const auto value = json::parse(answer.body, ec);
+    if (!ec && value.is_object()) {
+      if (const auto* detail = value.as_object().if_contains("detail");
+          detail != nullptr && detail->is_string()) {
+        return std::string(detail->as_string());
+      }
+    }
+  }
+  return answer.body.substr(0, 200);
+}
+
+// An answer other than the one expected: logged with its problem detail, and classed so that
+// only the verifier's own failures (5xx) are retried.
+error_code unexpected_answer(std::string_view url, std::string_view step,
+                             const http_answer& answer) {
+  spdlog::error("verifier {}: {} answered {}: {}", url, step, answer.status,
+                problem_detail(answer));
+  if (answer.status >= 500) {
+    return verify_errc::verifier_unavailable;
+  }
+  return answer.status >= 400 ? verify_errc::verifier_rejected : verify_errc::bad_response;
+}
+
+struct session_view {
+  std::string status;
+  bytes nonce;
+  std::optional<std::string> ear;
+};
+
+// Parses a session object; bad_response for anything that is not one.
+result<session_view> parse_session(const http_answer& answer) {
+  if (bare_media_type(answer.content_type) != session_media_type) {
+    return verify_errc::bad_response;
+  }
+  error_code ec;
+  const auto value = json::parse(answer.body, ec);
+  if (ec || !value.is_object()) {
+    return verify_errc::bad_response;
+  }
+  const auto& object = value.as_object();
+  session_view out;
+  const auto* status = object.if_contains("status");
+  const auto* nonce = object.if_contains("nonce");
+  if (status == nullptr || !status->is_string() || nonce == nullptr || !nonce->is_string()) {
+    return verify_errc::bad_response;
+  }
+  out.status = std::string(status->as_string());
+  // Current releases send padded base64url, older ones padded standard base64.
+  auto decoded = base64_decode_lenient(nonce->as_string());
+  if (!decoded) {
+    return verify_errc::bad_response;
+  }
+  out.nonce = std::move(*decoded);
+  if (const auto* ear = object.if_contains("result"); ear != nullptr && !ear->is_null()) {
+    if (!ear->is_string()) {
+      return verify_errc::bad_response;
+    }
+    out.ear = std::string(ear->as_string());
+  }
+  return out;
+}
+
+// What appraise() learns from Parsec TPM evidence before sending it anywhere.
+struct evidence_binding {
+  bytes attested_key;  // DER SPKI of the certified key
+};
+
+// Veraison's parsec-tpm scheme does not compare extraData with the session nonce
+// (veraison/services#447), so the relying party checks the challenge in both TPMS_ATTEST
+// structures itself. Veraison checks the AK's signatures over exactly these bytes, so an EAR
+// that affirms them also vouches for this extraData.
+result<evidence_binding> check_parsec_binding(std::span<const std::uint8_t> evidence,
+                                              std::span<const std::uint8_t> nonce) {
+  auto decoded = attest::decode(evidence);
+  if (!decoded) {
+    return decoded.error();
+  }
+  auto certify = attest::parse_attest(decoded->cert_info);
+  if (!certify) {
+    return certify.error();
+  }
+  auto quote = attest::parse_attest(decoded->attest_info);
+  if (!quote) {
+    return quote.error();
+  }
+  if (!same_bytes(certify->extra_data, nonce) || !same_bytes(quote->extra_data, nonce)) {
+    return verify_errc::nonce_mismatch;
+  }
+  auto spki = attest::spki_der(decoded->pub_area);
+  if (!spki) {
+    return spki.error();
+  }
+  return evidence_binding{.attested_key = std::move(*spki)};
+}
+
+class connection {
+ public:
+  using tls_stream = ssl::stream<beast::tcp_stream>;
+
+  connection(const asio::any_io_executor& executor, ssl::context* tls) {
+    if (tls != nullptr) {
+      tls_.emplace(executor, *tls);
+    } else {
+      plain_.emplace(executor);
+    }
+  }
+
+  beast::tcp_stream& tcp() { return tls_ ? tls_->next_layer() : *plain_; }
+  tls_stream* tls() { return tls_ ? &*tls_ : nullptr; }
+
+  // Calls `function` with whichever stream this connection is.
+  template <class Function>
+  auto visit(Function& function) {
+    if (tls_) {
+      return function(*tls_);
+    }
+    return function(*plain_);
+  }
+
+  beast::flat_buffer buffer;
+  std::chrono::steady_clock::time_point idle_since;
+
+ private:
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<tls_stream> tls_;
+};
+
+}  // namespace
+
+class veraison_client::impl : public std::enable_shared_from_this<impl> {
+ public:
+  impl(const asio::any_io_executor& executor, veraison_client_options options,
+       std::vector<base_url> urls, std::optional<ssl::context> tls)
+      : strand_(asio::make_strand(executor)),
+        options_(std::move(options)),
+        urls_(std::move(urls)),
+        tls_(std::move(tls)),
+        pools_(urls_.size()),
+        discovered_keys_(urls_.size()),
+        name_("veraison " + urls_.front().text),
+        random_(std::random_device{}()) {}
+
+  [[nodiscard]] const asio::strand<asio::any_io_executor>& strand() const { return strand_; }
+  [[nodiscard]] const std::string& name() const { return name_; }
+
+  asio::awaitable<result<attestation_result>> appraise(bytes evidence, std::string media_type,
+                                                       bytes nonce);
+  asio::awaitable<result<bytes>> challenge(std::size_t size);
+  asio::awaitable<result<veraison_client::discovery>> discover();
+
+ private:
+  struct pending_session {
+    bytes nonce;
+    std::size_t url = 0;
+    std::string path;
+    std::chrono::steady_clock::time_point expires;
+  };
+
+  // One attempt of a whole exchange against urls_[url].
+  asio::awaitable<result<attestation_result>> appraise_once(std::size_t url, const bytes& evidence,
+                                                            const std::string& media_type,
+                                                            const bytes& nonce,
+                                                            std::optional<std::string> session);
+  asio::awaitable<result<std::string>> submit(std::size_t url, const std::string& session,
+                                              const bytes& evidence, const std::string& media_type);
+  asio::awaitable<result<std::string>> open_session(std::size_t url, const std::string& query,
+                                                    bytes* nonce_out);
+  asio::awaitable<void> delete_session(std::size_t url, const std::string& session);
+  asio::awaitable<result<verification_key>> ear_key(std::size_t url);
+  asio::awaitable<result<veraison_client::discovery>> fetch_discovery(std::size_t url);
+
+  asio::awaitable<result<http_answer>> exchange(std::size_t url, http::verb verb,
+                                                std::string target, std::string_view accept,
+                                                std::string_view content_type,
+                                                std::span<const std::uint8_t> body);
+  asio::awaitable<result<std::unique_ptr<connection>>> connect(std::size_t url);
+  std::unique_ptr<connection> take_idle(std::size_t url);
+  void give_back(std::size_t url, std::unique_ptr<connection> conn);
+
+  // Runs `attempt(url)` with retries and fail-over: verifier_unavailable is retried on the
+  // next URL, with back-off once every URL has failed in a round.
+  template <class T, class Attempt>
+  asio::awaitable<result<T>> with_retries(Attempt attempt);
+
+  std::string session_path(std::size_t url, std::string_view location) const;
+  std::optional<pending_session> take_pending(std::span<const std::uint8_t> nonce);
+
+  asio::strand<asio::any_io_executor> strand_;
+  veraison_client_options options_;
+  std::vector<base_url> urls_;
+  std::optional<ssl::context> tls_;
+  std::vector<std::deque<std::unique_ptr<connection>>> pools_;
+  std::vector<std::optional<verification_key>> discovered_keys_;
+  std::deque<pending_session> pending_;
+  std::size_t preferred_ = 0;  // the URL that last answered
+  std::string name_;
+  std::minstd_rand random_;
+};
+
+template <class T, class Attempt>
+asio::awaitable<result<T>> veraison_client::impl::with_retries(Attempt attempt) {
+  auto backoff = options_.initial_backoff;
+  const auto attempts = std::max(1U, options_.max_attempts);
+  std::optional<result<T>> last;
+  for (unsigned n = 0; n < attempts; ++n) {
+    const auto url = (preferred_ + n) % urls_.size();
+    if (n != 0 && n % urls_.size() == 0) {
+      // Every URL failed this round: wait before going round again. Jitter spreads the retries
+      // of many sidecars that lost the same verifier at the same moment.
+      std::uniform_int_distribution<std::int64_t> jitter(backoff.count() / 2, backoff.count());
+      asio::steady_timer timer(strand_, std::chrono::milliseconds(jitter(random_)));
+      (void)co_await timer.async_wait(use_tuple);
+      backoff = std::min(backoff * 2, options_.max_backoff);
+    }
+    auto pending = attempt(url);
+    last.emplace(co_await std::move(pending));
+    if (last->has_value()) {
+      preferred_ = url;
+      co_return std::move(*last);
+    }
+    if (last->error() != verify_errc::verifier_unavailable) {
+      co_return std::move(*last);
+    }
+    spdlog::warn("verifier {}: attempt {}/{} failed: {}", urls_[url].text, n + 1, attempts,
+                 last->error().message());
+  }
+  co_return std::move(*last);
+}
+
+asio::awaitable<result<attestation_result>> veraison_client::impl::appraise(bytes evidence,
+                                                                            std::string media_type,
+                                                                            bytes nonce) {
+  if (nonce.size() < min_nonce_size || nonce.size() > max_nonce_size) {
+    co_return make_error_code(std::errc::invalid_argument);
+  }
+  // Check what can be checked before the network: evidence for another nonce would come back
+  // "affirming" from a real Veraison (veraison/services#447).
+  std::optional<evidence_binding> binding;
+  if (media_type == attest::parsec_tpm_media_type) {
+    auto checked = check_parsec_binding(evidence, nonce);
+    if (!checked) {
+      co_return checked.error();
+    }
+    binding = std::move(*checked);
+  }
+
+  auto reserved = take_pending(nonce);
+  auto attempt = [&](std::size_t url) {
+    std::optional<std::string> session;
+    // A session opened by challenge() lives on one server; after it, new sessions carry the
+    // same nonce to whichever server answers.
+    if (reserved && reserved->url == url) {
+      session = std::move(reserved->path);
+      reserved.reset();
+    }
+    return appraise_once(url, evidence, media_type, nonce, std::move(session));
+  };
+  auto attempts = with_retries<attestation_result>(attempt);
+  auto outcome = co_await std::move(attempts);
+  if (reserved) {
+    auto deleted = delete_session(reserved->url, reserved->path);
+    co_await std::move(deleted);
+  }
+  if (!outcome) {
+    co_return outcome.error();
+  }
+
+  if (outcome->nonce && !same_bytes(*outcome->nonce, nonce)) {
+    co_return verify_errc::nonce_mismatch;
+  }
+  if (binding) {
+    if (outcome->attested_key && *outcome->attested_key != binding->attested_key) {
+      co_return verify_errc::attested_key_mismatch;
+    }
+  } else if (!outcome->nonce) {
+    // Evidence this client cannot look into is bound only by the EAR's own nonce.
+    co_return verify_errc::nonce_mismatch;
+  }
+  if (!outcome->nonce) {
+    outcome->nonce = nonce;
+  }
+  co_return outcome;
+}
+
+asio::awaitable<result<attestation_result>> veraison_client::impl::appraise_once(
+    std::size_t url, const bytes& evidence, const std::string& media_type, const bytes& nonce,
+    std::optional<std::string> session) {
+  auto key_lookup = ear_key(url);
+  auto key = co_await std::move(key_lookup);
+  if (!key) {
+    co_return key.error();
+  }
+  if (!session) {
+    bytes minted;
+    const auto query = "nonce=" + nonce_query_value(nonce);
+    auto opening = open_session(url, query, &minted);
+    auto opened = co_await std::move(opening);
+    if (!opened) {
+      co_return opened.error();
+    }
+    if (!same_bytes(minted, nonce)) {
+      // The session would appraise against a nonce this relying party did not choose.
+      auto deleted = delete_session(url, *opened);
+      co_await std::move(deleted);
+      spdlog::error("verifier {}: session nonce differs from the requested one", urls_[url].text);
+      co_return verify_errc::bad_response;
+    }
+    session = std::move(*opened);
+  }
+  auto submission = submit(url, *session, evidence, media_type);
+  auto token = co_await std::move(submission);
+  auto deleted = delete_session(url, *session);
+  co_await std::move(deleted);
+  if (!token) {
+    co_return token.error();
+  }
+  auto verified = verify_ear(*token, *key);
+  if (!verified) {
+    spdlog::error("verifier {}: EAR refused: {}", urls_[url].text, verified.error().message());
+    co_return verified.error();
+  }
+  co_return verified;
+}
+
+asio::awaitable<result<std::string>> veraison_client::impl::open_session(std::size_t url,
+                                                                         const std::string& query,
+                                                                         bytes* nonce_out) {
+  const std::string target = urls_[url].prefix + std::string(api_root) + "newSession?" + query;
+  auto request = exchange(url, http::verb::post, target, session_media_type, {}, {});
+  auto answer = co_await std::move(request);
+  if (!answer) {
+    co_return answer.error();
+  }
+  if (answer->status != 201) {
+    co_return unexpected_answer(urls_[url].text, "newSession", *answer);
+  }
+  auto session = parse_session(*answer);
+  if (!session || session->status != "waiting" || answer->location.empty()) {
+    spdlog::error("verifier {}: newSession answer is not a waiting session with a Location",
+                  urls_[url].text);
+    co_return verify_errc::bad_response;
+  }
+  auto path = session_path(url, answer->location);
+  if (path.empty()) {
+    spdlog::error("verifier {}: session Location {} leaves the verifier", urls_[url].text,
+                  answer->location);
+    co_return verify_errc::bad_response;
+  }
+  *nonce_out = std::move(session->nonce);
+  co_return path;
+}
+
+// The Location of a new session, resolved against the newSession URL (Veraison sends the
+// relative "session/<id>"). An absolute URL must point at the same server: evidence is never
+// sent where the operator did not configure. Empty when it does not.
+std::string veraison_client::impl::session_path(std::size_t url, std::string_view location) const {
+  const auto& base = urls_[url];
+  if (location.find("://") != std::string_view::npos) {
+    auto absolute = parse_base_url(location);
+    if (!absolute || absolute->tls != base.tls || absolute->host != base.host ||
+        absolute->port != base.port) {
+      return {};
+    }
+    return absolute->prefix;
+  }
+  if (location.find_first_of("?#") != std::string_view::npos || location.empty()) {
+    return {};
+  }
+  if (location.front() == '/') {
+    return std::string(location);
+  }
+  return base.prefix + std::string(api_root) + std::string(location);
+}
+
+asio::awaitable<result<std::string>> veraison_client::impl::submit(std::size_t url,
+                                                                   const std::string& session,
+                                                                   const bytes& evidence,
+                                                                   const std::string& media_type) {
+  auto request = exchange(url, http::verb::post, session, session_media_type, media_type, evidence);
+  auto answer = co_await std::move(request);
+  if (!answer) {
+    co_return answer.error();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + options_.max_processing_time;
+  while (true) {
+    if (answer->status != 200 && answer->status != 202) {
+      co_return unexpected_answer(urls_[url].text, "evidence", *answer);
+    }
+    auto state = parse_session(*answer);
+    if (!state) {
+      co_return state.error();
+    }
+    if (state->status == "complete") {
+      if (!state->ear) {
+        co_return verify_errc::bad_response;
+      }
+      co_return std::move(*state->ear);
+    }
+    if (state->status == "failed") {
+      co_return verify_errc::session_failed;
+    }
+    if (state->status != "processing" || std::chrono::steady_clock::now() >= deadline) {
+      spdlog::error("verifier {}: session {} is {}", urls_[url].text, session, state->status);
+      co_return state->status == "processing" ? verify_errc::verifier_unavailable
+                                              : verify_errc::bad_response;
+    }
+    asio::steady_timer timer(strand_, options_.poll_interval);
+    (void)co_await timer.async_wait(use_tuple);
+    auto poll = exchange(url, http::verb::get, session, session_media_type, {}, {});
+    auto polled = co_await std::move(poll);
+    if (!polled) {
+      co_return polled.error();
+    }
+    answer = std::move(polled);
+  }
+}
+
+asio::awaitable<void> veraison_client::impl::delete_session(std::size_t url,
+                                                            const std::string& session) {
+  // Best effort: a session left behind expires on its own.
+  auto request = exchange(url, http::verb::delete_, session, "*/*", {}, {});
+  auto answer = co_await std::move(request);
+  if (!answer) {
+    spdlog::debug("verifier {}: deleting session failed: {}", urls_[url].text,
+                  answer.error().message());
+  } else if (answer->status != 204 && answer->status != 200) {
+    spdlog::debug("verifier {}: deleting session answered {}", urls_[url].text, answer->status);
+  }
+}
+
+asio::awaitable<result<bytes>> veraison_client::impl::challenge(std::size_t size) {
+  if (size < min_nonce_size || size > max_nonce_size) {
+    co_return make_error_code(std::errc::invalid_argument);
+  }
+  auto attempt = [&](std::size_t url) -> asio::awaitable<result<bytes>> {
+    bytes nonce;
+    const auto query = "nonceSize=" + std::to_string(size);
+    auto opening = open_session(url, query, &nonce);
+    auto opened = co_await std::move(opening);
+    if (!opened) {
+      co_return opened.error();
+    }
+    if (nonce.size() != size) {
+      auto deleted = delete_session(url, *opened);
+      co_await std::move(deleted);
+      co_return verify_errc::bad_response;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    while (!pending_.empty() &&
+           (pending_.size() >= max_pending_sessions || pending_.front().expires < now)) {
+      pending_.pop_front();
+    }
+    // Kept no longer than Veraison's own default session lifetime (2m30s).
+    pending_.push_back({.nonce = nonce,
+                        .url = url,
+                        .path = std::move(*opened),
+                        .expires = now + std::chrono::seconds(150)});
+    co_return nonce;
+  };
+  auto attempts = with_retries<bytes>(attempt);
+  co_return co_await std::move(attempts);
+}
+
+std::optional<veraison_client::impl::pending_session> veraison_client::impl::take_pending(
+    std::span<const std::uint8_t> nonce) {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    if (it->expires >= now && same_bytes(it->nonce, nonce)) {
+      auto found = std::move(*it);
+      pending_.erase(it);
+      return found;
+    }
+  }
+  return std::nullopt;
+}
+
+asio::awaitable<result<verification_key>> veraison_client::impl::ear_key(std::size_t url) {
+  if (options_.ear_key) {
+    co_return *options_.ear_key;
+  }
+  if (discovered_keys_[url]) {
+    co_return *discovered_keys_[url];
+  }
+  auto fetch = fetch_discovery(url);
+  auto found = co_await std::move(fetch);
+  if (!found) {
+    co_return found.error();
+  }
+  auto key = parse_jwk(found->ear_key_jwk);
+  if (!key) {
+    spdlog::error("verifier {}: the discovered EAR key is unusable: {}", urls_[url].text,
+                  key.error().message());
+    co_return verify_errc::no_verification_key;
+  }
+  spdlog::warn(
+      "verifier {}: trusting the EAR key it publishes ({}), as configured; pin the key in "
+      "production",
+      urls_[url].text, to_string(key->algorithm));
+  discovered_keys_[url] = *key;
+  co_return *key;
+}
+
+asio::awaitable<result<veraison_client::discovery>> veraison_client::impl::discover() {
+  auto attempt = [&](std::size_t url) { return fetch_discovery(url); };
+  auto attempts = with_retries<veraison_client::discovery>(attempt);
+  co_return co_await std::move(attempts);
+}
+
+asio::awaitable<result<veraison_client::discovery>> veraison_client::impl::fetch_discovery(
+    std::size_t url) {
+  const std::string target = urls_[url].prefix + "/.well-known/veraison/verification";
+  auto request = exchange(url, http::verb::get, target, discovery_media_type, {}, {});
+  auto answer = co_await std::move(request);
+  if (!answer) {
+    co_return answer.error();
+  }
+  if (answer->status != 200) {
+    co_return unexpected_answer(urls_[url].text, "discovery", *answer);
+  }
+  const auto type = bare_media_type(answer->content_type);
+  error_code ec;
+  const auto value = json::parse(answer->body, ec);
+  if ((type != discovery_media_type && type != "application/json") || ec || !value.is_object()) {
+    co_return verify_errc::bad_response;
+  }
+  const auto& object = value.as_object();
+  veraison_client::discovery out;
+  if (const auto* key = object.if_contains("ear-verification-key");
+      key != nullptr && key->is_object()) {
+    out.ear_key_jwk = json::serialize(*key);
+  }
+  if (const auto* state = object.if_contains("service-state");
+      state != nullptr && state->is_string()) {
+    out.service_state = std::string(state->as_string());
+  }
+  if (const auto* version = object.if_contains("version");
+      version != nullptr && version->is_string()) {
+    out.version = std::string(version->as_string());
+  }
+  if (const auto* types = object.if_contains("media-types");
+      types != nullptr && types->is_array()) {
+    for (const auto& type_value : types->as_array()) {
+      if (type_value.is_string()) {
+        out.media_types.emplace_back(type_value.as_string());
+      }
+    }
+  }
+  if (options_.ear_key && !out.ear_key_jwk.empty()) {
+    if (auto published = parse_jwk(out.ear_key_jwk)) {
+      out.ear_key_matches_pinned =
+          EVP_PKEY_eq(published->key.get(), options_.ear_key->key.get()) == 1;
+    }
+  }
+  co_return out;
+}
+
+std::unique_ptr<connection> veraison_client::impl::take_idle(std::size_t url) {
+  auto& pool = pools_[url];
+  const auto now = std::chrono::steady_clock::now();
+  while (!pool.empty()) {
+    auto conn = std::move(pool.back());
+    pool.pop_back();
+    if (now - conn->idle_since < options_.idle_timeout) {
+      return conn;
+    }
+  }
+  return nullptr;
+}
+
+void veraison_client::impl::give_back(std::size_t url, std::unique_ptr<connection> conn) {
+  auto& pool = pools_[url];
+  if (pool.size() >= options_.max_idle_connections) {
+    return;
+  }
+  conn->idle_since = std::chrono::steady_clock::now();
+  pool.push_back(std::move(conn));
+}
+
+asio::awaitable<result<std::unique_ptr<connection>>> veraison_client::impl::connect(
+    std::size_t url) {
+  const auto& base = urls_[url];
+  auto conn = std::make_unique<connection>(strand_, tls_ ? &*tls_ : nullptr);
+  tcp::resolver resolver(strand_);
+  auto [resolve_error, endpoints] =
+      co_await resolver.async_resolve(base.host, base.port, use_tuple);
+  if (resolve_error) {
+    spdlog::warn("verifier {}: cannot resolve {}: {}", base.text, base.host,
+                 resolve_error.message());
+    co_return verify_errc::verifier_unavailable;
+  }
+  conn->tcp().expires_after(options_.connect_timeout);
+  auto [connect_error, peer] = co_await conn->tcp().async_connect(endpoints, use_tuple);
+  if (connect_error) {
+    spdlog::warn("verifier {}: connect failed: {}", base.text, connect_error.message());
+    co_return verify_errc::verifier_unavailable;
+  }
+  if (auto* tls = conn->tls()) {
+    SSL* handle = tls->native_handle();
+    if (is_ip_literal(base.host)) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(handle), base.host.c_str());
+    } else {
+      (void)SSL_set_tlsext_host_name(handle, base.host.c_str());
+      (void)SSL_set1_host(handle, base.host.c_str());
+    }
+    auto [handshake_error] = co_await tls->async_handshake(ssl::stream_base::client, use_tuple);
+    if (handshake_error) {
+      // A certificate that does not verify is a configuration problem, but another URL may be
+      // configured correctly: fail over like any network error, and say why.
+      spdlog::warn("verifier {}: TLS handshake failed: {}", base.text, handshake_error.message());
+      co_return verify_errc::verifier_unavailable;
+    }
+  }
+  co_return conn;
+}
+
+asio::awaitable<result<http_answer>> veraison_client::impl::exchange(
+    std::size_t url, http::verb verb, std::string target, std::string_view accept,
+    std::string_view content_type, std::span<const std::uint8_t> body) {
+  const auto& base = urls_[url];
+  http::request<http::vector_body<std::uint8_t>> request{verb, target, 11};
+  request.set(http::field::host, base.host_header);
+  request.set(http::field::user_agent, "atlsd");
+  request.set(http::field::accept, accept);
+  if (!content_type.empty()) {
+    request.set(http::field::content_type, content_type);
+  }
+  if (options_.bearer_token) {
+    request.set(http::field::authorization, "Bearer " + *options_.bearer_token);
+  }
+  request.body().assign(body.begin(), body.end());
+  request.keep_alive(true);
+  request.prepare_payload();
+
+  // A pooled connection may have been closed by the server while idle; that shows as an error
+  // on the first write or read, and the request is then sent once more on a new connection.
+  for (int round = 0; round < 2; ++round) {
+    auto conn = round == 0 ? take_idle(url) : nullptr;
+    const bool reused = conn != nullptr;
+    if (!conn) {
+      auto connecting = connect(url);
+      auto fresh = co_await std::move(connecting);
+      if (!fresh) {
+        co_return fresh.error();
+      }
+      conn = std::move(*fresh);
+    }
+    conn->tcp().expires_after(options_.request_timeout);
+    auto write = [&](auto& stream) { return http::async_write(stream, request, use_tuple); };
+    auto writing = conn->visit(write);
+    auto [write_error, written] = co_await std::move(writing);
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(max_body_size);
+    error_code read_error = write_error;
+    if (!write_error) {
+      auto read = [&](auto& stream) {
+        return http::async_read(stream, conn->buffer, parser, use_tuple);
+      };
+      auto reading = conn->visit(read);
+      auto [error, bytes_read] = co_await std::move(reading);
+      read_error = error;
+    }
+    if (read_error) {
+      if (reused && read_error != beast::error::timeout) {
+        continue;
+      }
+      spdlog::warn("verifier {}: {} {} failed: {}", base.text, std::string(http::to_string(verb)),
+                   target, read_error.message());
+      co_return verify_errc::verifier_unavailable;
+    }
+    auto response = parser.release();
+    http_answer answer{
+        .status = response.result_int(),
+        .content_type = std::string(response[http::field::content_type]),
+        .location = std::string(response[http::field::location]),
+        .body = std::move(response.body()),
+    };
+    if (response.keep_alive()) {
+      conn->tcp().expires_never();
+      give_back(url, std::move(conn));
+    }
+    co_return answer;
+  }
+  co_return verify_errc::verifier_unavailable;
+}
+
+result<std::shared_ptr<veraison_client>> veraison_client::create(
+    const asio::any_io_executor& executor, veraison_client_options options) {
+  if (options.base_urls.empty()) {
+    return make_error_code(std::errc::invalid_argument);
+  }
+  if (!options.ear_key && !options.trust_discovered_key) {
+    return verify_errc::no_verification_key;
+  }
+  std::vector<base_url> urls;
+  bool any_tls = false;
+  for (const auto& text : options.base_urls) {
+    auto parsed = parse_base_url(text);
+    if (!parsed) {
+      return parsed.error();
+    }
+    any_tls = any_tls || parsed->tls;
+    urls.push_back(std::move(*parsed));
+  }
+  std::optional<ssl::context> tls;
+  if (any_tls) {
+    tls.emplace(ssl::context::tls_client);
+    (void)SSL_CTX_set_min_proto_version(tls->native_handle(), TLS1_2_VERSION);
+    tls->set_verify_mode(ssl::verify_peer);
+    error_code ec;
+    if (options.ca_file.empty()) {
+      tls->set_default_verify_paths(ec);
+    } else {
+      tls->load_verify_file(options.ca_file, ec);
+    }
+    if (ec) {
+      return make_error_code(std::errc::invalid_argument);
+    }
+  }
+  if (!options.ear_key) {
+    spdlog::warn(
+        "verifier {}: no EAR key configured; the key will be taken from the verifier's "
+        "discovery document. Every stock Veraison deployment signs with the same published test "
+        "key: do not rely on this outside tests and demos",
+        options.base_urls.front());
+  }
+  auto state =
+      std::make_shared<impl>(executor, std::move(options), std::move(urls), std::move(tls));
+  return std::shared_ptr<veraison_client>(new veraison_client(std::move(state)));
+}
+
+veraison_client::veraison_client(std::shared_ptr<impl> state) : impl_(std::move(state)) {}
+
+veraison_client::~veraison_client() = default;
+
+std::string_view veraison_client::name() const noexcept {
+  return impl_->name();
+}
+
+asio::awaitable<result<attestation_result>> veraison_client::appraise(bytes evidence,
+                                                                      std::string media_type,
+                                                                      bytes expected_nonce) {
+  // The work runs on the client's strand, which owns the connection pool; the impl stays alive
+  // until it completes even if the client is destroyed meanwhile.
+  auto work = [state = impl_, evidence = std::move(evidence), media_type = std::move(media_type),
+               nonce = std::move(expected_nonce)]() mutable {
+    return state->appraise(std::move(evidence), std::move(media_type), std::move(nonce));
+  };
+  auto pending = asio::co_spawn(impl_->strand(), std::move(work), asio::use_awaitable);
+  co_return co_await std::move(pending);
+}
+
+asio::awaitable<result<bytes>> veraison_client::challenge(std::size_t size) {
+  auto work = [state = impl_, size] { return state->challenge(size); };
+  auto pending = asio::co_spawn(impl_->strand(), std::move(work), asio::use_awaitable);
+  co_return co_await std::move(pending);
+}
+
+asio::awaitable<result<veraison_client::discovery>> veraison_client::discover() {
+  auto work = [state = impl_] { return state->discover(); };
+  auto pending = asio::co_spawn(impl_->strand(), std::move(work), asio::use_awaitable);
+  co_return co_await std::move(pending);
+}
+
+}  // namespace atls::verify

@@ -1,0 +1,77 @@
+// A Veraison verification service for tests, written from the published API
+// (veraison/services verification/api; ../shared/design/PROTOCOL.md §4): discovery, the
+// challenge-response session life cycle, media-type negotiation, problem+json errors, Parsec TPM
+// appraisal against its own endorsements and reference values, and ES256-signed EARs. It runs on
+// its own thread and io_context on 127.0.0.1, over HTTP or HTTPS, with switches for the faults a
+// client must survive.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+
+#include "atls/verify/local_verifier.hpp"
+
+namespace atls::test {
+
+struct veraison_server_options {
+  // HTTPS with this certificate chain and key (PEM files) when set; HTTP otherwise.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Endorsements, as a Veraison operator provisions them: per instance id (base64 of the
+  // evidence's kid, standard alphabet, padded), the AK's DER SPKI.
+  std::map<std::string, verify::bytes> trust_anchors;
+  // Reference values, shared by all instances.
+  std::variant<verify::pcr_values, verify::pcr_digest> reference;
+  // Veraison's parsec-tpm scheme does not compare extraData with the session nonce
+  // (veraison/services#447). False reproduces that; true checks it like the local verifier.
+  bool check_nonce = false;
+  std::chrono::seconds session_lifetime{300};
+  // When set, the challenge-response API wants "Authorization: Bearer <token>" (Veraison's
+  // keycloak auth backend) and answers 401 problem+json without it; discovery stays open.
+  std::string bearer_token;
+};
+
+// Fault switches, settable from any thread while the server runs. Counters are consumed one
+// per request.
+struct veraison_faults {
+  std::atomic<int> delay_ms{0};           // wait this long before every answer
+  std::atomic<int> fail_with_500{0};      // answer the next N requests with 500 problem+json
+  std::atomic<int> drop_connection{0};    // close the next N connections without answering
+  std::atomic<int> answer_processing{0};  // answer the next N evidence posts 202 "processing"
+  std::atomic<bool> sign_with_wrong_key{false};  // EARs signed by a key not in discovery
+  std::atomic<bool> expired_ear{false};          // EARs with iat an hour ago and exp in the past
+};
+
+class veraison_server {
+ public:
+  // Listens on 127.0.0.1 port 0. Throws on failure (tests only).
+  explicit veraison_server(veraison_server_options options);
+  ~veraison_server();
+  veraison_server(const veraison_server&) = delete;
+  veraison_server& operator=(const veraison_server&) = delete;
+  veraison_server(veraison_server&&) = delete;
+  veraison_server& operator=(veraison_server&&) = delete;
+
+  // "http://127.0.0.1:PORT" or "https://127.0.0.1:PORT".
+  [[nodiscard]] std::string base_url() const;
+  // The published EAR key (the JWK of discovery's ear-verification-key).
+  [[nodiscard]] std::string ear_key_jwk() const;
+  [[nodiscard]] veraison_faults& faults();
+
+  // What the server saw, for assertions.
+  [[nodiscard]] std::size_t requests() const;       // HTTP requests read
+  [[nodiscard]] std::size_t connections() const;    // TCP connections accepted
+  [[nodiscard]] std::size_t open_sessions() const;  // created and neither deleted nor expired
+  [[nodiscard]] std::size_t unauthorized() const;   // requests refused for their credentials
+
+ private:
+  class impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace atls::test
