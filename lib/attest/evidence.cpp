@@ -15,6 +15,8 @@
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 
+#include "atls/common/openssl_error_scope.hpp"
+
 #include "detail/cbor.hpp"
 
 namespace atls::attest {
@@ -132,19 +134,6 @@ struct param_deleter {
   void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); }
 };
 using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
-
-// Evidence is peer data, so OpenSSL failures here are expected outcomes, reported as values.
-// Whatever they push on the thread's error queue is dropped on the way out, so that it is not
-// mistaken later for the reason of an unrelated TLS failure (tls::drain_openssl_errors).
-class openssl_error_scope {
- public:
-  openssl_error_scope() noexcept { ERR_set_mark(); }
-  ~openssl_error_scope() { ERR_pop_to_mark(); }
-  openssl_error_scope(const openssl_error_scope&) = delete;
-  openssl_error_scope& operator=(const openssl_error_scope&) = delete;
-  openssl_error_scope(openssl_error_scope&&) = delete;
-  openssl_error_scope& operator=(openssl_error_scope&&) = delete;
-};
 
 error_code out_of_memory() {
   return make_error_code(boost::system::errc::not_enough_memory);

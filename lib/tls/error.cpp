@@ -41,6 +41,28 @@ class category final : public boost::system::error_category {
         return "certificate subject or subjectAltName cannot be parsed";
       case errc::signing_failed:
         return "the private key could not sign";
+      case errc::malformed_attestation_extension:
+        return "malformed attestation extension";
+      case errc::malformed_cmw:
+        return "malformed CMW record";
+      case errc::no_common_attestation_scheme:
+        return "no attestation scheme in common with the peer";
+      case errc::attestation_required:
+        return "attestation required but not negotiated";
+      case errc::no_evidence:
+        return "the attester presented no evidence or attestation result";
+      case errc::malformed_authenticator:
+        return "malformed exported authenticator or authenticator request";
+      case errc::authenticator_context_mismatch:
+        return "authenticator does not answer this request";
+      case errc::authenticator_context_reused:
+        return "certificate_request_context already used on this connection";
+      case errc::bad_authenticator_signature:
+        return "authenticator CertificateVerify does not verify";
+      case errc::bad_authenticator_finished:
+        return "authenticator Finished does not match this connection";
+      case errc::unrequested_extension:
+        return "authenticator carries an extension the request did not ask for";
     }
     return "unknown atls.tls error";
   }

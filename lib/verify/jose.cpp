@@ -17,6 +17,7 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
+#include "atls/common/openssl_error_scope.hpp"
 #include "atls/verify/error.hpp"
 
 #include "detail/strict_json.hpp"
@@ -62,19 +63,6 @@ using param_ptr = std::unique_ptr<OSSL_PARAM, param_deleter>;
 using bn_ptr = std::unique_ptr<BIGNUM, bn_deleter>;
 using ecdsa_sig_ptr = std::unique_ptr<ECDSA_SIG, ecdsa_sig_deleter>;
 using bio_ptr = std::unique_ptr<BIO, bio_deleter>;
-
-// Tokens and keys are untrusted input, so OpenSSL failures on them are expected outcomes and
-// reported as values. What OpenSSL pushes on the thread's error queue meanwhile is dropped on the
-// way out, so that it is not later mistaken for the reason of an unrelated TLS failure.
-class openssl_error_scope {
- public:
-  openssl_error_scope() noexcept { ERR_set_mark(); }
-  ~openssl_error_scope() { ERR_pop_to_mark(); }
-  openssl_error_scope(const openssl_error_scope&) = delete;
-  openssl_error_scope& operator=(const openssl_error_scope&) = delete;
-  openssl_error_scope(openssl_error_scope&&) = delete;
-  openssl_error_scope& operator=(openssl_error_scope&&) = delete;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Algorithms and key families (RFC 7518 §3.1, RFC 8037 §3.1).

@@ -10,7 +10,13 @@ build=build/fuzz
 
 cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DATLS_FUZZ=ON -DATLS_BUILD_TESTS=OFF >/dev/null
-cmake --build "$build" -j"$(nproc)" --target evidence_fuzz ear_fuzz >/dev/null
+targets=(
+  remote_attestation_fuzz
+  exported_authenticator_fuzz
+  evidence_fuzz
+  ear_fuzz
+)
+cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >/dev/null
 
 run() {  # target seed-file...
   local target=$1
@@ -28,3 +34,5 @@ run() {  # target seed-file...
 run evidence_fuzz ../shared/vectors/parsec-tpm-evidence.cbor
 run ear_fuzz ../shared/vectors/ear-valid-0.jwt ../shared/vectors/ear-invalid-hs256.jwt \
   ../shared/vectors/ear-invalid-alg-none.jwt
+run exported_authenticator_fuzz tests/fuzz/seeds/exported_authenticator/*.bin
+run remote_attestation_fuzz tests/fuzz/seeds/remote_attestation/*

@@ -13,6 +13,8 @@
 #include <openssl/params.h>
 #include <openssl/x509.h>
 
+#include "atls/common/openssl_error_scope.hpp"
+
 namespace atls::verify::detail {
 
 namespace {
@@ -39,18 +41,6 @@ using group_ptr = std::unique_ptr<EC_GROUP, group_deleter>;
 using point_ptr = std::unique_ptr<EC_POINT, point_deleter>;
 using bn_ptr = std::unique_ptr<BIGNUM, bn_deleter>;
 using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
-
-// The inputs are peer data, so OpenSSL failures (an x with no point) are expected outcomes;
-// whatever they leave on the thread's error queue is dropped on the way out.
-class openssl_error_scope {
- public:
-  openssl_error_scope() noexcept { ERR_set_mark(); }
-  ~openssl_error_scope() { ERR_pop_to_mark(); }
-  openssl_error_scope(const openssl_error_scope&) = delete;
-  openssl_error_scope& operator=(const openssl_error_scope&) = delete;
-  openssl_error_scope(openssl_error_scope&&) = delete;
-  openssl_error_scope& operator=(openssl_error_scope&&) = delete;
-};
 
 error_code out_of_memory() {
   return make_error_code(boost::system::errc::not_enough_memory);

@@ -24,6 +24,22 @@ enum class errc {
   peer_alert,              // the peer ended the connection with a fatal alert
   bad_certificate_fields,  // a subject or subjectAltName text that does not parse
   signing_failed,          // the private key could not sign (e.g. the TPM failed)
+
+  // Attestation on the connection (draft-fossati-seat-early-attestation, RFC 9261 with
+  // draft-fossati-seat-expat). Appraisal failures keep the verify and attest modules' codes.
+  malformed_attestation_extension,  // remoteAttestation or cmw_attestation that does not parse,
+                                    // or sits where the draft forbids it
+  malformed_cmw,                    // a CMW record that is neither valid CBOR nor JSON CMW
+  no_common_attestation_scheme,     // nothing the peer offers is something we accept
+  attestation_required,             // policy needs attestation and the peer negotiated none
+  no_evidence,                      // the attester sent no CMW, or refused (empty authenticator)
+  malformed_authenticator,          // an authenticator request or authenticator that does not
+                                    // parse (RFC 9261 §4, §5)
+  authenticator_context_mismatch,   // the authenticator answers another request
+  authenticator_context_reused,     // a certificate_request_context seen before on the connection
+  bad_authenticator_signature,      // CertificateVerify does not verify with the leaf key
+  bad_authenticator_finished,       // Finished does not match: another connection, or tampering
+  unrequested_extension,            // an extension the request did not ask for (RFC 9261 §5.2.2)
 };
 
 const boost::system::error_category& tls_category() noexcept;
