@@ -63,6 +63,8 @@ class category final : public boost::system::error_category {
         return "authenticator Finished does not match this connection";
       case errc::unrequested_extension:
         return "authenticator carries an extension the request did not ask for";
+      case errc::malformed_frame:
+        return "malformed post-handshake attestation frame";
     }
     return "unknown atls.tls error";
   }

@@ -16,6 +16,9 @@ struct attestation_code_points {
   // draft-fossati-seat-expat: the authenticator request (empty) and the first CertificateEntry
   // of the authenticator.
   std::uint16_t cmw_attestation_extension = 0xFF3B;
+  // atlsd's own: the offer of post-handshake attestation on a framed stream (ClientHello,
+  // echoed in EncryptedExtensions; atls/tls/attestation_framing.hpp).
+  std::uint16_t post_handshake_extension = 0xFF3C;
   // The early-attestation draft's alerts.
   std::uint8_t unsupported_attestation_schemes_alert = 224;
   std::uint8_t attestation_required_alert = 225;

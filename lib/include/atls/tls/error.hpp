@@ -40,6 +40,7 @@ enum class errc {
   bad_authenticator_signature,      // CertificateVerify does not verify with the leaf key
   bad_authenticator_finished,       // Finished does not match: another connection, or tampering
   unrequested_extension,            // an extension the request did not ask for (RFC 9261 §5.2.2)
+  malformed_frame,                  // a post-handshake attestation frame that breaks the framing
 };
 
 const boost::system::error_category& tls_category() noexcept;
