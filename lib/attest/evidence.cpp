@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 
 #include "atls/common/openssl_error_scope.hpp"
+#include "atls/common/openssl_ptr.hpp"
 
 #include "detail/cbor.hpp"
 
@@ -114,26 +115,6 @@ constexpr std::string_view tpm_version = "2.0";
 // UEID type RAND (draft-ietf-rats-eat §4.2.1): 0x01 followed by the random bytes.
 constexpr std::uint8_t ueid_type_rand = 0x01;
 constexpr std::size_t kid_size = 33;
-
-// ---------------------------------------------------------------------------------------------
-// OpenSSL ownership.
-
-struct pkey_deleter {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct pkey_ctx_deleter {
-  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-struct md_ctx_deleter {
-  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
-};
-struct param_bld_deleter {
-  void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); }
-};
-struct param_deleter {
-  void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); }
-};
-using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
 
 error_code out_of_memory() {
   return make_error_code(boost::system::errc::not_enough_memory);
@@ -386,7 +367,7 @@ result<void> check_signature(EVP_PKEY* ak, std::span<const std::uint8_t> signed_
     return evidence_errc::bad_signature;
   }
   const bytes der = ecdsa_sig_value_der(signature.r, signature.s);
-  const std::unique_ptr<EVP_MD_CTX, md_ctx_deleter> ctx(EVP_MD_CTX_new());
+  const md_ctx_ptr ctx(EVP_MD_CTX_new());
   if (!ctx) {
     return out_of_memory();
   }
@@ -916,7 +897,7 @@ result<bytes> spki_der(std::span<const std::uint8_t> pub_area) {
   std::copy(key->y.begin(), key->y.end(), point.end() - static_cast<std::ptrdiff_t>(key->y.size()));
 
   const openssl_error_scope errors;
-  const std::unique_ptr<OSSL_PARAM_BLD, param_bld_deleter> builder(OSSL_PARAM_BLD_new());
+  const param_bld_ptr builder(OSSL_PARAM_BLD_new());
   if (!builder ||
       OSSL_PARAM_BLD_push_utf8_string(builder.get(), OSSL_PKEY_PARAM_GROUP_NAME,
                                       SN_X9_62_prime256v1, 0) != 1 ||
@@ -924,9 +905,8 @@ result<bytes> spki_der(std::span<const std::uint8_t> pub_area) {
                                        point.size()) != 1) {
     return out_of_memory();
   }
-  const std::unique_ptr<OSSL_PARAM, param_deleter> params(OSSL_PARAM_BLD_to_param(builder.get()));
-  const std::unique_ptr<EVP_PKEY_CTX, pkey_ctx_deleter> ctx(
-      EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+  const param_ptr params(OSSL_PARAM_BLD_to_param(builder.get()));
+  const pkey_ctx_ptr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
   if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1) {
     return out_of_memory();
   }

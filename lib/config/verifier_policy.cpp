@@ -19,6 +19,8 @@
 #include <openssl/x509.h>
 #include <yaml-cpp/yaml.h>
 
+#include "atls/common/openssl_ptr.hpp"
+
 #include "detail/checker.hpp"
 #include "detail/verifier_policy.hpp"
 
@@ -54,9 +56,6 @@ constexpr std::size_t sha256_size = 32;
 
 struct file_closer {
   void operator()(std::FILE* f) const noexcept { (void)std::fclose(f); }
-};
-struct pkey_deleter {
-  void operator()(EVP_PKEY* p) const noexcept { EVP_PKEY_free(p); }
 };
 
 int hex_digit(char c) {
@@ -121,8 +120,7 @@ std::optional<bytes> load_ak_pem(checker_base& c, const value_ref& v, const file
   }
   // OpenSSL's reasons would only repeat what the message says; keep the queue clean.
   ERR_set_mark();
-  const std::unique_ptr<EVP_PKEY, pkey_deleter> key(
-      PEM_read_PUBKEY(f.get(), nullptr, nullptr, nullptr));
+  const pkey_ptr key(PEM_read_PUBKEY(f.get(), nullptr, nullptr, nullptr));
   std::array<char, 64> group{};
   std::size_t group_size = 0;
   const bool p256 = key && EVP_PKEY_is_a(key.get(), "EC") == 1 &&

@@ -15,22 +15,13 @@
 #include <openssl/x509.h>
 
 #include "atls/common/openssl_error_scope.hpp"
+#include "atls/common/openssl_ptr.hpp"
 
 namespace atls::tls {
 
 using bytes = std::vector<std::uint8_t>;
 
 namespace {
-
-struct kdf_deleter {
-  void operator()(EVP_KDF* p) const noexcept { EVP_KDF_free(p); }
-};
-struct kdf_ctx_deleter {
-  void operator()(EVP_KDF_CTX* p) const noexcept { EVP_KDF_CTX_free(p); }
-};
-struct md_ctx_deleter {
-  void operator()(EVP_MD_CTX* p) const noexcept { EVP_MD_CTX_free(p); }
-};
 
 error_code invalid_argument() {
   return make_error_code(boost::system::errc::invalid_argument);
@@ -57,7 +48,7 @@ constexpr std::size_t handshake_header_size = 4;
 constexpr std::size_t server_random_offset = handshake_header_size + 2;
 
 result<bytes> digest(const EVP_MD* md, std::initializer_list<std::span<const std::uint8_t>> parts) {
-  std::unique_ptr<EVP_MD_CTX, md_ctx_deleter> ctx(EVP_MD_CTX_new());
+  md_ctx_ptr ctx(EVP_MD_CTX_new());
   if (ctx == nullptr || EVP_DigestInit_ex(ctx.get(), md, nullptr) != 1) {
     return make_error_code(errc::handshake_failed);
   }
@@ -101,11 +92,11 @@ result<bytes> hkdf_expand_label(const EVP_MD* md, std::span<const std::uint8_t> 
   info.insert(info.end(), context.begin(), context.end());
 
   const openssl_error_scope errors;
-  const std::unique_ptr<EVP_KDF, kdf_deleter> kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
+  const kdf_ptr kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
   if (kdf == nullptr) {
     return make_error_code(errc::context_setup_failed);
   }
-  const std::unique_ptr<EVP_KDF_CTX, kdf_ctx_deleter> ctx(EVP_KDF_CTX_new(kdf.get()));
+  const kdf_ctx_ptr ctx(EVP_KDF_CTX_new(kdf.get()));
   if (ctx == nullptr) {
     return make_error_code(errc::context_setup_failed);
   }

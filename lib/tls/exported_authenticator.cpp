@@ -19,6 +19,7 @@
 #include <openssl/x509.h>
 
 #include "atls/common/openssl_error_scope.hpp"
+#include "atls/common/openssl_ptr.hpp"
 
 namespace atls::tls {
 
@@ -60,26 +61,6 @@ constexpr std::size_t binder_exporter_size = 32;
 constexpr std::size_t max_u8 = 0xff;
 constexpr std::size_t max_u16 = 0xffff;
 constexpr std::size_t max_u24 = 0xffffff;
-
-// ---------------------------------------------------------------------------------------------
-// OpenSSL ownership.
-
-struct md_ctx_deleter {
-  void operator()(EVP_MD_CTX* p) const noexcept { EVP_MD_CTX_free(p); }
-};
-struct pkey_deleter {
-  void operator()(EVP_PKEY* p) const noexcept { EVP_PKEY_free(p); }
-};
-struct x509_pubkey_deleter {
-  void operator()(X509_PUBKEY* p) const noexcept { X509_PUBKEY_free(p); }
-};
-struct bn_deleter {
-  void operator()(BIGNUM* p) const noexcept { BN_free(p); }
-};
-using md_ctx_ptr = std::unique_ptr<EVP_MD_CTX, md_ctx_deleter>;
-using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
-using x509_pubkey_ptr = std::unique_ptr<X509_PUBKEY, x509_pubkey_deleter>;
-using bn_ptr = std::unique_ptr<BIGNUM, bn_deleter>;
 
 error_code out_of_memory() {
   return make_error_code(boost::system::errc::not_enough_memory);

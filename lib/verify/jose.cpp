@@ -18,6 +18,7 @@
 #include <openssl/rsa.h>
 
 #include "atls/common/openssl_error_scope.hpp"
+#include "atls/common/openssl_ptr.hpp"
 #include "atls/verify/error.hpp"
 
 #include "detail/strict_json.hpp"
@@ -27,42 +28,6 @@ namespace atls::verify {
 namespace {
 
 namespace json = boost::json;
-
-// ---------------------------------------------------------------------------------------------
-// OpenSSL ownership.
-
-struct pkey_deleter {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct pkey_ctx_deleter {
-  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-struct md_ctx_deleter {
-  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
-};
-struct param_bld_deleter {
-  void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); }
-};
-struct param_deleter {
-  void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); }
-};
-struct bn_deleter {
-  void operator()(BIGNUM* p) const { BN_free(p); }
-};
-struct ecdsa_sig_deleter {
-  void operator()(ECDSA_SIG* p) const { ECDSA_SIG_free(p); }
-};
-struct bio_deleter {
-  void operator()(BIO* p) const { BIO_free(p); }
-};
-using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
-using pkey_ctx_ptr = std::unique_ptr<EVP_PKEY_CTX, pkey_ctx_deleter>;
-using md_ctx_ptr = std::unique_ptr<EVP_MD_CTX, md_ctx_deleter>;
-using param_bld_ptr = std::unique_ptr<OSSL_PARAM_BLD, param_bld_deleter>;
-using param_ptr = std::unique_ptr<OSSL_PARAM, param_deleter>;
-using bn_ptr = std::unique_ptr<BIGNUM, bn_deleter>;
-using ecdsa_sig_ptr = std::unique_ptr<ECDSA_SIG, ecdsa_sig_deleter>;
-using bio_ptr = std::unique_ptr<BIO, bio_deleter>;
 
 // ---------------------------------------------------------------------------------------------
 // Algorithms and key families (RFC 7518 §3.1, RFC 8037 §3.1).
@@ -202,8 +167,9 @@ result<verification_key> bind_algorithm(loaded_key loaded, std::optional<jws_alg
   if (!alg) {
     return verify_errc::malformed_key;
   }
-  return verification_key{.key = std::shared_ptr<EVP_PKEY>(loaded.key.release(), pkey_deleter{}),
-                          .algorithm = *alg};
+  return verification_key{
+      .key = std::shared_ptr<EVP_PKEY>(loaded.key.release(), pkey_ptr::deleter_type{}),
+      .algorithm = *alg};
 }
 
 // EVP_PKEY_public_check: the EC point is on the curve and not the identity, the RSA modulus and

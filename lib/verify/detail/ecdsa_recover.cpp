@@ -14,33 +14,11 @@
 #include <openssl/x509.h>
 
 #include "atls/common/openssl_error_scope.hpp"
+#include "atls/common/openssl_ptr.hpp"
 
 namespace atls::verify::detail {
 
 namespace {
-
-struct group_deleter {
-  void operator()(EC_GROUP* p) const noexcept { EC_GROUP_free(p); }
-};
-struct point_deleter {
-  void operator()(EC_POINT* p) const noexcept { EC_POINT_free(p); }
-};
-struct bn_deleter {
-  void operator()(BIGNUM* p) const noexcept { BN_free(p); }
-};
-struct bn_ctx_deleter {
-  void operator()(BN_CTX* p) const noexcept { BN_CTX_free(p); }
-};
-struct pkey_deleter {
-  void operator()(EVP_PKEY* p) const noexcept { EVP_PKEY_free(p); }
-};
-struct pkey_ctx_deleter {
-  void operator()(EVP_PKEY_CTX* p) const noexcept { EVP_PKEY_CTX_free(p); }
-};
-using group_ptr = std::unique_ptr<EC_GROUP, group_deleter>;
-using point_ptr = std::unique_ptr<EC_POINT, point_deleter>;
-using bn_ptr = std::unique_ptr<BIGNUM, bn_deleter>;
-using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
 
 error_code out_of_memory() {
   return make_error_code(boost::system::errc::not_enough_memory);
@@ -57,8 +35,7 @@ result<bytes> spki_of_point(const std::array<std::uint8_t, uncompressed_size>& p
       OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group_name.data(), 0),
       OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, octets.data(), octets.size()),
       OSSL_PARAM_construct_end()};
-  const std::unique_ptr<EVP_PKEY_CTX, pkey_ctx_deleter> ctx(
-      EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+  const pkey_ctx_ptr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
   if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1) {
     return out_of_memory();
   }
@@ -102,8 +79,8 @@ result<std::vector<bytes>> recover_p256_public_keys(std::span<const std::uint8_t
   if (r.size() > max_component || s.size() > max_component || digest.empty()) {
     return out;
   }
-  const group_ptr group(EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1));
-  const std::unique_ptr<BN_CTX, bn_ctx_deleter> ctx(BN_CTX_new());
+  const ec_group_ptr group(EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1));
+  const bn_ctx_ptr ctx(BN_CTX_new());
   const bn_ptr p(BN_new());
   const bn_ptr r_bn(BN_bin2bn(r.data(), static_cast<int>(r.size()), nullptr));
   const bn_ptr s_bn(BN_bin2bn(s.data(), static_cast<int>(s.size()), nullptr));
@@ -143,8 +120,8 @@ result<std::vector<bytes>> recover_p256_public_keys(std::span<const std::uint8_t
       break;
     }
     for (int y_bit = 0; y_bit < 2; ++y_bit) {
-      const point_ptr big_r(EC_POINT_new(group.get()));
-      const point_ptr q(EC_POINT_new(group.get()));
+      const ec_point_ptr big_r(EC_POINT_new(group.get()));
+      const ec_point_ptr q(EC_POINT_new(group.get()));
       if (!big_r || !q) {
         return out_of_memory();
       }
