@@ -15,6 +15,7 @@
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 
+#include "atls/common/hex.hpp"
 #include "atls/common/openssl_error_scope.hpp"
 #include "atls/common/openssl_ptr.hpp"
 
@@ -447,24 +448,13 @@ result<void> decode_map(detail::cbor::reader& in, std::span<const map_field> fie
 // ---------------------------------------------------------------------------------------------
 // JSON dump.
 
-std::string hex(std::span<const std::uint8_t> data) {
-  static constexpr std::string_view digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(data.size() * 2);
-  for (const std::uint8_t b : data) {
-    out.push_back(digits[b >> 4U]);
-    out.push_back(digits[b & 0x0fU]);
-  }
-  return out;
-}
-
 std::string hex_u64(std::uint64_t value) {
   const std::array<std::uint8_t, 8> be{
       static_cast<std::uint8_t>(value >> 56U), static_cast<std::uint8_t>(value >> 48U),
       static_cast<std::uint8_t>(value >> 40U), static_cast<std::uint8_t>(value >> 32U),
       static_cast<std::uint8_t>(value >> 24U), static_cast<std::uint8_t>(value >> 16U),
       static_cast<std::uint8_t>(value >> 8U),  static_cast<std::uint8_t>(value)};
-  return "0x" + hex(be);
+  return "0x" + to_hex(be);
 }
 
 std::string hash_name(std::uint16_t id) {
@@ -490,7 +480,7 @@ std::string hash_name(std::uint16_t id) {
   }
   const std::array<std::uint8_t, 2> be{static_cast<std::uint8_t>(id >> 8U),
                                        static_cast<std::uint8_t>(id)};
-  return "0x" + hex(be);
+  return "0x" + to_hex(be);
 }
 
 json::object error_json(const error_code& ec) {
@@ -511,8 +501,8 @@ json::value attest_json(const result<tpms_attest>& attest, std::span<const std::
   }
   json::object out{
       {"type", attest->type == tpm_st_attest_certify ? "certify" : "quote"},
-      {"qualified_signer", hex(attest->qualified_signer)},
-      {"extra_data", hex(attest->extra_data)},
+      {"qualified_signer", to_hex(attest->qualified_signer)},
+      {"extra_data", to_hex(attest->extra_data)},
       {"clock_info",
        {{"clock", attest->clock},
         {"reset_count", attest->reset_count},
@@ -522,8 +512,8 @@ json::value attest_json(const result<tpms_attest>& attest, std::span<const std::
       {"firmware_version", hex_u64(attest->firmware_version)},
   };
   if (const auto* certify = std::get_if<certify_info>(&attest->attested)) {
-    out["name"] = hex(certify->name);
-    out["qualified_name"] = hex(certify->qualified_name);
+    out["name"] = to_hex(certify->name);
+    out["qualified_name"] = to_hex(certify->qualified_name);
   }
   if (const auto* quote = std::get_if<quote_info>(&attest->attested)) {
     json::array selections;
@@ -536,7 +526,7 @@ json::value attest_json(const result<tpms_attest>& attest, std::span<const std::
           json::object{{"hash", hash_name(selection.hash_alg)}, {"pcrs", std::move(pcrs)}});
     }
     out["pcr_selections"] = std::move(selections);
-    out["pcr_digest"] = hex(quote->pcr_digest);
+    out["pcr_digest"] = to_hex(quote->pcr_digest);
   }
   out["signature"] = signature_json(sig);
   return out;
@@ -560,9 +550,9 @@ json::value attested_key_json(std::span<const std::uint8_t> pub_area) {
        key->curve == tpm_ecc_nist_p256 ? json::value("nist_p256") : json::value(key->curve)},
   };
   auto name = tpm_name(pub_area);
-  out["name"] = name ? json::value(hex(*name)) : json::value(error_json(name.error()));
+  out["name"] = name ? json::value(to_hex(*name)) : json::value(error_json(name.error()));
   auto spki = spki_der(pub_area);
-  out["spki_der"] = spki ? json::value(hex(*spki)) : json::value(error_json(spki.error()));
+  out["spki_der"] = spki ? json::value(to_hex(*spki)) : json::value(error_json(spki.error()));
   return out;
 }
 
@@ -1017,11 +1007,11 @@ std::string to_json(const parsec_tpm_evidence& evidence) {
   } else if (certify->extra_data != quote->extra_data) {
     nonce = json::object{{"error", "certInfo and attestInfo carry different extraData"}};
   } else {
-    nonce = hex(certify->extra_data);
+    nonce = to_hex(certify->extra_data);
   }
   const json::object root{
       {"media_type", parsec_tpm_media_type},
-      {"kid", hex(evidence.kid)},
+      {"kid", to_hex(evidence.kid)},
       {"nonce", std::move(nonce)},
       {"attested_key", attested_key_json(evidence.pub_area)},
       {"certify", attest_json(certify, evidence.kat_sig)},

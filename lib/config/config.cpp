@@ -18,6 +18,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "detail/checker.hpp"
+#include "detail/verifier_policy.hpp"
 
 namespace atls::config {
 
@@ -174,6 +175,44 @@ std::string uri_pattern_problem(std::string_view uri) {
   return "";
 }
 
+// Returns why a Veraison base URL is unusable, or an empty string. The same rules as the client's
+// (verify/veraison_client.cpp), checked here so that a typo is reported at its line.
+std::string veraison_url_problem(std::string_view url) {
+  if (url.empty()) {
+    return "must not be empty";
+  }
+  if (has_space_or_control(url)) {
+    return "must not contain spaces or control characters";
+  }
+  std::string_view rest;
+  if (url.starts_with("https://")) {
+    rest = url.substr(8);
+  } else if (url.starts_with("http://")) {
+    rest = url.substr(7);
+  } else {
+    return "'" + std::string(url) +
+           "' is not an http:// or https:// URL, e.g. https://veraison.example:8443";
+  }
+  const auto authority = rest.substr(0, rest.find('/'));
+  if (authority.empty()) {
+    return "'" + std::string(url) + "' has no host after '://'";
+  }
+  if (authority.find('@') != std::string_view::npos) {
+    return "user information in the URL is not supported: put a bearer token in 'token'";
+  }
+  if (url.find_first_of("?#") != std::string_view::npos) {
+    return "a base URL has no query or fragment";
+  }
+  return "";
+}
+
+// An exporter label (RFC 8446 section 7.5) both sides must spell the same: short printable ASCII,
+// so that it can be written in YAML and read in logs without surprises.
+bool valid_binder_label(std::string_view label) {
+  return !label.empty() && label.size() <= 64 &&
+         std::all_of(label.begin(), label.end(), [](char c) { return c >= 0x20 && c <= 0x7e; });
+}
+
 // ---------------------------------------------------------------------------------------------
 // The checker
 
@@ -181,8 +220,8 @@ constexpr std::string_view root_keys[] = {"log", "drain_timeout", "threads", "tp
 constexpr std::string_view tpm_keys[] = {"tcti", "ak_handle", "tik_handle"};
 constexpr std::string_view log_keys[] = {"level"};
 constexpr std::string_view listener_keys[] = {
-    "name", "mode",     "listen",          "upstream",   "allow_non_loopback",
-    "tls",  "timeouts", "max_connections", "buffer_size"};
+    "name", "mode",     "listen",          "upstream",    "allow_non_loopback",
+    "tls",  "timeouts", "max_connections", "buffer_size", "attestation"};
 constexpr std::string_view inbound_tls_keys[] = {"cert", "key", "client_auth"};
 constexpr std::string_view outbound_tls_keys[] = {"ca",         "server_name", "allow_dns",
                                                   "allow_uris", "cert",        "key"};
@@ -192,6 +231,41 @@ constexpr std::string_view timeout_keys[] = {"connect", "handshake", "idle"};
 constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn", "error"};
 static_assert(static_cast<std::size_t>(log_level::error) + 1 == std::size(log_levels));
 constexpr std::string_view modes[] = {"inbound", "outbound"};
+constexpr std::string_view attestation_keys[] = {"mode",   "model", "reattest_every",
+                                                 "binder", "self",  "peer"};
+constexpr std::string_view binder_keys[] = {"label", "key_encoding"};
+constexpr std::string_view self_keys[] = {"pcrs", "veraison"};
+constexpr std::string_view peer_keys[] = {"required",      "verifier", "local", "veraison",
+                                          "passport_keys", "accept",   "pin"};
+constexpr std::string_view veraison_keys[] = {
+    "urls", "ca", "token", "ear_key", "trust_discovered_key", "request_timeout"};
+// Each in the order of its enum, so that an index converts to it.
+constexpr std::string_view attestation_modes[] = {"post-handshake", "intra-handshake"};
+static_assert(static_cast<std::size_t>(attestation_mode::intra_handshake) + 1 ==
+              std::size(attestation_modes));
+constexpr std::string_view attestation_models[] = {"background-check", "passport"};
+static_assert(static_cast<std::size_t>(attestation_model::passport) + 1 ==
+              std::size(attestation_models));
+constexpr std::string_view verifier_kinds[] = {"local", "veraison"};
+static_assert(static_cast<std::size_t>(verifier_kind::veraison) + 1 == std::size(verifier_kinds));
+constexpr std::string_view key_encodings[] = {"spki-der", "raw-public-key"};
+static_assert(static_cast<std::size_t>(binder_key_encoding::raw_public_key) + 1 ==
+              std::size(key_encodings));
+// TPM 2.0 PC Client platforms have 24 PCRs (TCG PC Client Platform TPM Profile, PCR banks).
+constexpr std::uint64_t max_pcr = 23;
+constexpr std::uint16_t tpm_alg_sha256 = 0x000B;
+constexpr std::size_t sha256_size = 32;
+
+// What the attestation rules need to know about a listener's tls block, known only when the mode
+// and the whole block were valid: otherwise those errors are the ones to fix.
+struct tls_facts {
+  listener_mode mode = listener_mode::inbound;
+  // The TLS key is the TPM's TIK (outbound: with a client certificate), so that the evidence can
+  // vouch for the key the handshake used.
+  bool tpm_key = false;
+  // Inbound: client certificates are checked against a CA (tls.client_auth).
+  bool client_auth = false;
+};
 
 // What the rest of a listener's checks need to know about it.
 struct listener_draft {
@@ -502,6 +576,385 @@ class checker : public detail::checker_base {
     }
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // attestation (config/README.md, "Attestation")
+
+  static tls_facts facts_of(listener_mode mode,
+                            const std::variant<inbound_tls, outbound_tls>& tls) {
+    tls_facts facts{.mode = mode};
+    if (const auto* in = std::get_if<inbound_tls>(&tls)) {
+      facts.tpm_key = std::holds_alternative<tpm_key_ref>(in->key);
+      facts.client_auth = in->client_auth.has_value();
+    } else if (const auto* out = std::get_if<outbound_tls>(&tls)) {
+      facts.tpm_key = out->cert && out->key && std::holds_alternative<tpm_key_ref>(*out->key);
+    }
+    return facts;
+  }
+
+  // `pcrs: [0, 1, 2]`: PCR indices of the sha256 bank, each once.
+  std::optional<attest::pcr_selection> get_pcr_selection(const value_ref& v) {
+    const auto items = get_list(v);
+    if (!items) {
+      return std::nullopt;
+    }
+    if (items->empty()) {
+      error(v.mark, v.path, "list at least one PCR");
+      return std::nullopt;
+    }
+    const auto errors_before = error_count();
+    attest::pcr_selection out{.hash_alg = tpm_alg_sha256, .pcrs = {}};
+    for (const auto& item : *items) {
+      const auto n = get_integer(item, 0, max_pcr);
+      if (!n) {
+        continue;
+      }
+      const auto index = static_cast<std::uint8_t>(*n);
+      if (std::find(out.pcrs.begin(), out.pcrs.end(), index) != out.pcrs.end()) {
+        error(item.mark, item.path, "PCR " + std::to_string(index) + " is listed twice");
+        continue;
+      }
+      out.pcrs.push_back(index);
+    }
+    if (error_count() != errors_before) {
+      return std::nullopt;
+    }
+    // A quote selects PCRs as a bitmap (TPM 2.0 Part 2, TPMS_PCR_SELECTION): the order written
+    // carries no meaning, and the evidence lists them ascending.
+    std::sort(out.pcrs.begin(), out.pcrs.end());
+    return out;
+  }
+
+  // `pin: [HEX, ...]`: SHA-256 of attested keys' DER SubjectPublicKeyInfo, each once.
+  std::optional<std::vector<std::array<std::uint8_t, sha256_size>>> get_pins(const value_ref& v) {
+    const auto items = get_list(v);
+    if (!items) {
+      return std::nullopt;
+    }
+    const auto errors_before = error_count();
+    std::vector<std::array<std::uint8_t, sha256_size>> out;
+    for (const auto& item : *items) {
+      const auto digest = get_hex(item, sha256_size, "an SPKI SHA-256");
+      if (!digest) {
+        continue;
+      }
+      std::array<std::uint8_t, sha256_size> pin{};
+      std::copy(digest->begin(), digest->end(), pin.begin());
+      if (std::find(out.begin(), out.end(), pin) != out.end()) {
+        error(item.mark, item.path, "this key is listed twice");
+        continue;
+      }
+      out.push_back(pin);
+    }
+    if (error_count() != errors_before) {
+      return std::nullopt;
+    }
+    return out;
+  }
+
+  veraison_settings check_veraison(const value_ref& v) {
+    veraison_settings out;
+    out.where = pos(v.owner);
+    const auto m = open_mapping(v, veraison_keys);
+    if (!m) {
+      return out;
+    }
+    if (const auto r = require(*m, "urls")) {
+      out.urls = get_allow_list(*r, veraison_url_problem);
+      if (r->node.IsSequence() && r->node.size() == 0) {
+        error(r->mark, r->path, "list at least one URL, e.g. https://veraison.example:8443");
+      }
+    }
+    if (const auto* e = m->find("ca")) {
+      out.ca = get_file(e->value);
+    }
+    if (const auto* e = m->find("token")) {
+      out.token = get_file(e->value);
+    }
+    const auto* ear_key = m->find("ear_key");
+    if (ear_key != nullptr) {
+      out.ear_key = get_file(ear_key->value);
+    }
+    const auto* trust = m->find("trust_discovered_key");
+    // Unset or a valid bool; when it is neither, that is the error to fix.
+    bool trust_known = true;
+    if (trust != nullptr) {
+      const auto b = get_bool(trust->value);
+      trust_known = b.has_value();
+      out.trust_discovered_key = b.value_or(false);
+    }
+    if (const auto* e = m->find("request_timeout")) {
+      if (const auto d = get_duration(e->value, false)) {
+        out.request_timeout = *d;
+      }
+    }
+    // An EAR is only as good as the key that checks its signature: the key must come from the
+    // operator, or the operator must say explicitly that whatever the service publishes will do.
+    if (ear_key == nullptr && trust_known && !out.trust_discovered_key) {
+      error(m->self.owner, m->self.path,
+            "missing 'ear_key' (the PEM public key that signs the service's attestation "
+            "results); 'trust_discovered_key: true' takes the key the service publishes "
+            "instead, for tests and demos only");
+    }
+    if (ear_key != nullptr && out.trust_discovered_key && trust != nullptr) {
+      error(trust->value.mark, trust->value.path,
+            "set either 'ear_key' or 'trust_discovered_key: true', not both: with 'ear_key' "
+            "the published key is never trusted");
+    }
+    return out;
+  }
+
+  // `binder`: the exporter label and key encoding of the binder that ties evidence to this TLS
+  // connection (RFC 9261 exported authenticators, draft-fossati-seat-early-attestation).
+  void check_binder(const value_ref& v, attestation& out) {
+    const auto m = open_mapping(v, binder_keys);
+    if (!m) {
+      return;
+    }
+    if (const auto* e = m->find("label")) {
+      if (auto s = get_string(e->value)) {
+        if (valid_binder_label(*s)) {
+          out.binder_label = std::move(*s);
+        } else {
+          error(e->value.mark, e->value.path,
+                "must be 1 to 64 printable ASCII characters, e.g. Attestation");
+        }
+      }
+    }
+    if (const auto* e = m->find("key_encoding")) {
+      if (const auto i = get_choice(e->value, key_encodings)) {
+        out.binder_key = static_cast<binder_key_encoding>(*i);
+      }
+    }
+  }
+
+  // `self`. model is unset when its own value was wrong, and the rules that depend on it are
+  // then skipped.
+  self_attestation check_self(const value_ref& v, std::optional<attestation_model> model) {
+    self_attestation out;
+    out.where = pos(v.owner);
+    const auto m = open_mapping(v, self_keys);
+    if (!m) {
+      return out;
+    }
+    if (const auto* e = m->find("pcrs")) {
+      if (auto pcrs = get_pcr_selection(e->value)) {
+        out.pcrs = std::move(*pcrs);
+      }
+    }
+    // A key that the model refuses is reported once, below, without also checking what is in it.
+    const auto* veraison = m->find("veraison");
+    if (veraison != nullptr && model != attestation_model::background_check) {
+      out.veraison = check_veraison(veraison->value);
+    }
+    if (model == attestation_model::passport && veraison == nullptr) {
+      error(m->self.owner, m->self.path,
+            "model passport needs 'veraison': the service that appraises this sidecar's "
+            "evidence and issues the attestation result it presents");
+    }
+    if (model == attestation_model::background_check && veraison != nullptr) {
+      error(veraison->key_mark, veraison->value.path,
+            "'veraison' under self applies to model passport only: with background-check the "
+            "peer's verifier appraises this sidecar's evidence");
+    }
+    return out;
+  }
+
+  // `peer`. model is unset when its own value was wrong; needs_pin says that nothing but
+  // attestation identifies the peer (an inbound listener without tls.client_auth).
+  peer_attestation check_peer(const value_ref& v, std::optional<attestation_model> model,
+                              bool needs_pin) {
+    peer_attestation out;
+    out.where = pos(v.owner);
+    const auto m = open_mapping(v, peer_keys);
+    if (!m) {
+      return out;
+    }
+    if (const auto* e = m->find("required")) {
+      out.required = get_bool(e->value).value_or(out.required);
+    }
+    // A key that the model or the verifier refuses is reported once, by the rules below,
+    // without also checking what is in it. Unset model or kind (a wrong value): check it all.
+    const bool passport = model == attestation_model::passport;
+    const bool background_check = model == attestation_model::background_check;
+    const auto* verifier = m->find("verifier");
+    std::optional<verifier_kind> kind = out.verifier;
+    if (verifier != nullptr && !passport) {
+      const auto i = get_choice(verifier->value, verifier_kinds);
+      kind = i ? std::optional(static_cast<verifier_kind>(*i)) : std::nullopt;
+      out.verifier = kind.value_or(out.verifier);
+    }
+    const auto* local = m->find("local");
+    if (local != nullptr && !passport && kind != verifier_kind::veraison) {
+      out.local = detail::check_local_verifier(*this, local->value);
+    }
+    const auto* veraison = m->find("veraison");
+    if (veraison != nullptr && !passport && kind != verifier_kind::local) {
+      out.veraison = check_veraison(veraison->value);
+    }
+    const auto* passport_keys = m->find("passport_keys");
+    if (passport_keys != nullptr && !background_check) {
+      if (const auto items = get_list(passport_keys->value)) {
+        if (items->empty()) {
+          error(passport_keys->value.mark, passport_keys->value.path,
+                "list at least one PEM public key that signs acceptable attestation results");
+        }
+        for (const auto& item : *items) {
+          if (auto f = get_file(item)) {
+            out.passport_keys.push_back(std::move(*f));
+          }
+        }
+      }
+    }
+    if (const auto* e = m->find("accept")) {
+      if (auto accept = detail::check_appraisal_policy(*this, e->value)) {
+        out.accept = std::move(*accept);
+      }
+    }
+    const auto* pin = m->find("pin");
+    bool pin_ok = true;
+    if (pin != nullptr) {
+      auto pins = get_pins(pin->value);
+      pin_ok = pins.has_value();
+      if (pins) {
+        out.pinned_keys = std::move(*pins);
+      }
+    }
+
+    if (passport) {
+      check_passport_peer(*m);
+    } else if (background_check) {
+      check_background_check_peer(*m, kind);
+    }
+
+    // RA-only: without a CA-checked client certificate, any client that can produce evidence
+    // accepted by `accept` would do, including one on another machine with the same software.
+    if (needs_pin && pin_ok && out.pinned_keys.empty()) {
+      const auto& where = pin != nullptr ? pin->value : m->self;
+      error(pin != nullptr ? where.mark : where.owner, where.path,
+            "an inbound listener without tls.client_auth does not check client certificates "
+            "against a CA, so only attestation identifies the client: list the attested keys to "
+            "accept in 'pin' (RA-only), or add tls.client_auth (RA + PKI)");
+    }
+    return out;
+  }
+
+  // Model passport: the peer presents an attestation result; nothing is called to appraise it.
+  void check_passport_peer(const mapping& m) {
+    for (const std::string_view key : {"verifier", "local", "veraison"}) {
+      if (const auto* e = m.find(key)) {
+        error(e->key_mark, e->value.path,
+              "'" + std::string(key) +
+                  "' applies to model background-check only: with passport the peer presents "
+                  "an attestation result signed by one of 'passport_keys', and no verifier is "
+                  "called");
+      }
+    }
+    if (m.find("passport_keys") == nullptr) {
+      error(m.self.owner, m.self.path,
+            "model passport needs 'passport_keys': the PEM public keys that sign acceptable "
+            "attestation results");
+    }
+  }
+
+  // Model background-check: the peer's evidence goes to the verifier named by `verifier`.
+  void check_background_check_peer(const mapping& m, std::optional<verifier_kind> kind) {
+    if (const auto* e = m.find("passport_keys")) {
+      error(e->key_mark, e->value.path,
+            "'passport_keys' applies to model passport only: with background-check the "
+            "verifier appraises the peer's evidence");
+    }
+    if (!kind) {
+      return;
+    }
+    const auto* local = m.find("local");
+    const auto* veraison = m.find("veraison");
+    switch (*kind) {
+      case verifier_kind::local:
+        if (veraison != nullptr) {
+          error(veraison->key_mark, veraison->value.path,
+                "'veraison' needs 'verifier: veraison' (the verifier is local unless set)");
+        } else if (local == nullptr) {
+          error(m.self.owner, m.self.path,
+                "verifier local needs 'local': the trusted attestation keys and reference "
+                "values");
+        }
+        return;
+      case verifier_kind::veraison:
+        if (local != nullptr) {
+          error(local->key_mark, local->value.path,
+                "'local' needs 'verifier: local', not veraison");
+        } else if (veraison == nullptr) {
+          error(m.self.owner, m.self.path,
+                "verifier veraison needs 'veraison': the service's URLs and the key that signs "
+                "its attestation results");
+        }
+        return;
+    }
+  }
+
+  attestation check_attestation(const value_ref& v, const std::optional<tls_facts>& tls) {
+    attestation out;
+    out.where = pos(v.owner);
+    const auto m = open_mapping(v, attestation_keys);
+    if (!m) {
+      return out;
+    }
+    // Each unset when its value was wrong: the rules that depend on it are then skipped.
+    std::optional<attestation_mode> mode = out.mode;
+    std::optional<attestation_model> model = out.model;
+    if (const auto* e = m->find("mode")) {
+      const auto i = get_choice(e->value, attestation_modes);
+      mode = i ? std::optional(static_cast<attestation_mode>(*i)) : std::nullopt;
+      out.mode = mode.value_or(out.mode);
+    }
+    if (const auto* e = m->find("model")) {
+      const auto i = get_choice(e->value, attestation_models);
+      model = i ? std::optional(static_cast<attestation_model>(*i)) : std::nullopt;
+      out.model = model.value_or(out.model);
+    }
+    if (const auto* e = m->find("reattest_every")) {
+      if (const auto d = get_duration(e->value, true)) {
+        out.reattest_every = *d;
+        // Intra-handshake evidence is bound to the handshake (draft-fossati-seat-early-
+        // attestation); only a post-handshake exchange can be repeated on an open connection.
+        if (d->count() > 0 && mode == attestation_mode::intra_handshake) {
+          error(e->value.mark, e->value.path,
+                "re-attestation needs mode post-handshake: intra-handshake attestation happens "
+                "once, inside the handshake");
+        }
+      }
+    }
+    if (const auto* e = m->find("binder")) {
+      check_binder(e->value, out);
+    }
+
+    const auto* self = m->find("self");
+    const auto* peer = m->find("peer");
+    if (self == nullptr && peer == nullptr) {
+      error(m->self.owner, m->self.path,
+            "an attestation block needs 'self' (this sidecar attests), 'peer' (the peer must "
+            "attest) or both");
+    }
+    if (self != nullptr) {
+      out.self = check_self(self->value, model);
+      // The evidence vouches for the TLS key (TPM2_Certify of the TIK): a key outside the TPM
+      // would make it vouch for nothing the handshake used.
+      if (tls && !tls->tpm_key) {
+        error(self->key_mark, self->value.path,
+              std::string("a listener that attests without a TPM key: the evidence proves that "
+                          "the TLS key is the TPM's TLS identity key, so ") +
+                  (tls->mode == listener_mode::inbound
+                       ? "set tls.key: tpm:tik"
+                       : "set tls.cert and tls.key: tpm:tik (the client certificate of the TIK)"));
+      }
+    }
+    if (peer != nullptr) {
+      const bool needs_pin = tls && tls->mode == listener_mode::inbound && !tls->client_auth;
+      out.peer = check_peer(peer->value, model, needs_pin);
+    }
+    return out;
+  }
+
   listener_draft check_listener(const value_ref& v) {
     listener_draft draft;
     draft.path = v.path;
@@ -564,6 +1017,8 @@ class checker : public detail::checker_base {
       l.allow_non_loopback = b.value_or(false);
     }
 
+    const auto errors_before_tls = error_count();
+    const bool has_tls = m->find("tls") != nullptr;
     if (const auto r = require(*m, "tls")) {
       if (!mode) {
         // Which keys belong in tls depends on the mode; without one, listing every key as
@@ -576,6 +1031,10 @@ class checker : public detail::checker_base {
       } else {
         l.tls = check_outbound_tls(*r);
       }
+    }
+    std::optional<tls_facts> facts;
+    if (mode && has_tls && error_count() == errors_before_tls) {
+      facts = facts_of(*mode, l.tls);
     }
 
     if (const auto* e = m->find("timeouts")) {
@@ -590,6 +1049,10 @@ class checker : public detail::checker_base {
       if (const auto n = get_size(e->value, kib, 16 * kib * kib)) {
         l.buffer_size = static_cast<std::size_t>(*n);
       }
+    }
+
+    if (const auto* e = m->find("attestation")) {
+      l.attestation = check_attestation(e->value, facts);
     }
 
     // allow_non_loopback is true only when allow_entry set it; the null check is for the

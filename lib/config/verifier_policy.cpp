@@ -19,6 +19,7 @@
 #include <openssl/x509.h>
 #include <yaml-cpp/yaml.h>
 
+#include "atls/common/hex.hpp"
 #include "atls/common/openssl_ptr.hpp"
 
 #include "detail/checker.hpp"
@@ -57,51 +58,6 @@ constexpr std::size_t sha256_size = 32;
 struct file_closer {
   void operator()(std::FILE* f) const noexcept { (void)std::fclose(f); }
 };
-
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
-// `size` bytes written as 2 * size hex digits (either case), as sha256sum and tpm2_pcrread print
-// them. what names the value in messages, e.g. "a sha256 PCR value".
-std::optional<bytes> get_hex(checker_base& c, const value_ref& v, std::size_t size,
-                             std::string_view what) {
-  const std::string expected = std::string(what) + " is " + std::to_string(size) + " bytes (" +
-                               std::to_string(2 * size) + " hex digits)";
-  if (!v.node.IsScalar()) {
-    c.error(v.mark, v.path, "expected hex digits: " + expected);
-    return std::nullopt;
-  }
-  const auto& text = v.node.Scalar();
-  const auto bad =
-      std::find_if(text.begin(), text.end(), [](char ch) { return hex_digit(ch) < 0; });
-  if (bad != text.end()) {
-    c.error(v.mark, v.path,
-            "'" + std::string(1, *bad) + "' is not a hex digit (write the value as " +
-                std::to_string(2 * size) + " hex digits, without 0x or separators)");
-    return std::nullopt;
-  }
-  if (text.size() != 2 * size) {
-    c.error(v.mark, v.path,
-            "wrong digest length: " + expected + ", got " + std::to_string(text.size()) +
-                " hex digits");
-    return std::nullopt;
-  }
-  bytes out(size);
-  for (std::size_t i = 0; i < size; ++i) {
-    out[i] = static_cast<std::uint8_t>((hex_digit(text[2 * i]) << 4U) | hex_digit(text[2 * i + 1]));
-  }
-  return out;
-}
 
 // The DER SPKI of the P-256 public key in a PEM file ("-----BEGIN PUBLIC KEY-----", as
 // `atlsctl tpm show` and `tpm2_readpublic -f pem` write it). The key is re-encoded, so the SPKI
@@ -181,7 +137,7 @@ void check_trusted_ak(checker_base& c, const value_ref& item, verify::local_veri
     return;
   }
   if (pin != nullptr) {
-    if (const auto digest = get_hex(c, pin->value, sha256_size, "an SPKI SHA-256")) {
+    if (const auto digest = c.get_hex(pin->value, sha256_size, "an SPKI SHA-256")) {
       verify::sha256_digest d{};
       std::copy(digest->begin(), digest->end(), d.begin());
       out.trusted_ak_hashes.push_back(d);
@@ -216,9 +172,8 @@ std::optional<verify::pcr_values> check_pcr_values(checker_base& c, const value_
     const std::string name = key.IsScalar() ? key.Scalar() : std::string("?");
     const auto path = join(v.path, name);
     const auto index = get_pcr_index(c, value_ref{key, path, key.Mark(), key.Mark()});
-    const auto digest =
-        get_hex(c, value_ref{value, path, value_mark(value, key.Mark()), key.Mark()}, sha256_size,
-                "a sha256 PCR value");
+    const auto digest = c.get_hex(value_ref{value, path, value_mark(value, key.Mark()), key.Mark()},
+                                  sha256_size, "a sha256 PCR value");
     if (!index || !digest) {
       continue;
     }
@@ -265,7 +220,7 @@ std::optional<verify::pcr_digest> check_pcr_digest(checker_base& c, const value_
   // The TPM digests the selection in ascending order whatever order the list is written in.
   std::sort(out.pcrs.begin(), out.pcrs.end());
   if (const auto r = c.require(*m, "digest")) {
-    if (auto digest = get_hex(c, *r, sha256_size, "a sha256 pcrDigest")) {
+    if (auto digest = c.get_hex(*r, sha256_size, "a sha256 pcrDigest")) {
       out.digest = std::move(*digest);
     }
   }

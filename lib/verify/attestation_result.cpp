@@ -9,6 +9,8 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "atls/common/hex.hpp"
+
 namespace atls::verify {
 
 namespace {
@@ -37,17 +39,6 @@ constexpr int rank(ear_status status) noexcept {
   // Only reachable through a cast of a value the enum does not name: rank it as the worst, so a
   // corrupted status never passes a policy.
   return -1;
-}
-
-std::string hex(std::span<const std::uint8_t> data) {
-  static constexpr std::string_view digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(data.size() * 2);
-  for (const std::uint8_t b : data) {
-    out.push_back(digits[b >> 4U]);
-    out.push_back(digits[b & 0x0fU]);
-  }
-  return out;
 }
 
 // Zero-padded decimal, for the fixed-width fields of RFC 3339.
@@ -110,9 +101,9 @@ json::value key_json(const std::optional<bytes>& key) {
   unsigned int size = 0;
   if (EVP_Digest(key->data(), key->size(), digest.data(), &size, EVP_sha256(), nullptr) != 1 ||
       size != digest.size()) {
-    return json::object{{"spki", hex(*key)}, {"sha256", nullptr}};
+    return json::object{{"spki", to_hex(*key)}, {"sha256", nullptr}};
   }
-  return json::object{{"spki", hex(*key)}, {"sha256", hex(digest)}};
+  return json::object{{"spki", to_hex(*key)}, {"sha256", to_hex(digest)}};
 }
 
 }  // namespace
@@ -194,7 +185,7 @@ std::string to_json(const attestation_result& result) {
       {"iat", unix_seconds(result.issued_at)},
       {"expires_at", result.expires_at ? json::value(rfc3339(*result.expires_at)) : nullptr},
       {"exp", result.expires_at ? json::value(unix_seconds(*result.expires_at)) : nullptr},
-      {"nonce", result.nonce ? json::value(hex(*result.nonce)) : nullptr},
+      {"nonce", result.nonce ? json::value(to_hex(*result.nonce)) : nullptr},
       {"submods", std::move(submods)},
   };
   if (!result.raw_ear.empty()) {

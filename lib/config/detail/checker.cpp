@@ -9,6 +9,8 @@
 #include <system_error>
 #include <utility>
 
+#include "atls/common/hex.hpp"
+
 namespace atls::config::detail {
 
 namespace {
@@ -423,6 +425,36 @@ std::optional<std::vector<value_ref>> checker_base::get_list(const value_ref& v)
     ++index;
   }
   return items;
+}
+
+std::optional<std::vector<std::uint8_t>> checker_base::get_hex(const value_ref& v, std::size_t size,
+                                                               std::string_view what) {
+  const std::string expected = std::string(what) + " is " + std::to_string(size) + " bytes (" +
+                               std::to_string(2 * size) + " hex digits)";
+  if (!v.node.IsScalar()) {
+    error(v.mark, v.path, "expected hex digits: " + expected);
+    return std::nullopt;
+  }
+  const auto& text = v.node.Scalar();
+  const auto bad =
+      std::find_if(text.begin(), text.end(), [](char ch) { return hex_digit(ch) < 0; });
+  if (bad != text.end()) {
+    error(v.mark, v.path,
+          "'" + std::string(1, *bad) + "' is not a hex digit (write the value as " +
+              std::to_string(2 * size) + " hex digits, without 0x or separators)");
+    return std::nullopt;
+  }
+  if (text.size() != 2 * size) {
+    error(v.mark, v.path,
+          "wrong digest length: " + expected + ", got " + std::to_string(text.size()) +
+              " hex digits");
+    return std::nullopt;
+  }
+  std::vector<std::uint8_t> out(size);
+  for (std::size_t i = 0; i < size; ++i) {
+    out[i] = static_cast<std::uint8_t>((hex_digit(text[2 * i]) << 4U) | hex_digit(text[2 * i + 1]));
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

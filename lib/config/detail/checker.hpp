@@ -131,6 +131,11 @@ class checker_base {
   // A path, resolved against base_dir when relative. The file itself is not opened.
   std::optional<file_ref> get_file(const value_ref& v);
   std::optional<std::vector<value_ref>> get_list(const value_ref& v);
+  // `size` bytes written as 2 * size hex digits (either case, no 0x or separators), as
+  // sha256sum and tpm2_pcrread print them. what names the value in messages, e.g. "an SPKI
+  // SHA-256".
+  std::optional<std::vector<std::uint8_t>> get_hex(const value_ref& v, std::size_t size,
+                                                   std::string_view what);
 
  private:
   std::string file_;

@@ -2,6 +2,7 @@
 // line and key to fix, and every mistake in a file is reported in one run.
 #include "atls/config/config.hpp"
 
+#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -93,7 +94,7 @@ TEST_CASE("the shipped example config is valid") {
   CHECK(c.log_level == log_level::info);
   CHECK(c.drain_timeout == 30s);
   CHECK(c.threads == 2);
-  REQUIRE(c.listeners.size() == 2);
+  REQUIRE(c.listeners.size() == 3);
 
   const auto& in = c.listeners[0];
   CHECK(in.name == "web-in");
@@ -140,6 +141,19 @@ TEST_CASE("the shipped example config is valid") {
   CHECK(std::get<config::file_ref>(*out_tls.key).path == "/etc/atlsd/client.key");
   CHECK(out.timeouts.connect == 10s);
   CHECK(out.timeouts.idle == 30min);
+  CHECK_FALSE(in.attestation.has_value());
+  CHECK_FALSE(out.attestation.has_value());
+
+  const auto& attested = c.listeners[2];
+  CHECK(attested.name == "api-attested");
+  CHECK(std::holds_alternative<tpm_key_ref>(std::get<inbound_tls>(attested.tls).key));
+  REQUIRE(attested.attestation.has_value());
+  const auto& a = *attested.attestation;
+  CHECK(a.mode == attestation_mode::post_handshake);
+  CHECK(a.model == attestation_model::background_check);
+  REQUIRE(a.self.has_value());
+  CHECK(a.self->pcrs.pcrs == std::vector<std::uint8_t>{0, 1, 2, 3, 4, 5, 6, 7});
+  CHECK_FALSE(a.peer.has_value());
 }
 
 TEST_CASE("a minimal config gets the documented defaults") {
@@ -1098,6 +1112,680 @@ TEST_CASE("a config file that cannot be read is one error naming the file") {
     const auto d = only_error(load_file(path));
     CHECK(contains(d.message, "larger than 1 MiB"));
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// attestation
+
+namespace {
+
+// sha256("test") and sha256("") as an operator would paste them from sha256sum.
+constexpr std::string_view pin_a =
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+constexpr std::string_view pin_b =
+    "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
+
+// An inbound listener on tpm:tik with the given attestation block, indented as a listener key.
+load_result load_inbound_attested(std::string_view attestation) {
+  return load(std::string(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: tik.crt, key: tpm:tik}
+    attestation:
+)") + std::string(attestation));
+}
+
+}  // namespace
+
+TEST_CASE("a full background-check attestation block is read into the listener's settings") {
+  const auto r = load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: tik.crt, key: tpm:tik}
+    attestation:
+      mode: post-handshake
+      model: background-check
+      reattest_every: 10m
+      binder:
+        label: EXPORTER-atls attestation
+        key_encoding: raw-public-key
+      self:
+        pcrs: [16, 0, 7]
+      peer:
+        required: false
+        verifier: local
+        local:
+          trusted_aks:
+            - spki_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+          reference_values:
+            pcrs:
+              0: 0000000000000000000000000000000000000000000000000000000000000000
+        accept:
+          minimum_status: warning
+          required_submodules: [PARSEC_TPM]
+          max_age: 300s
+        pin:
+          - 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+          - E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855
+)");
+  const auto& l = valid(r).listeners.at(0);
+  REQUIRE(l.attestation.has_value());
+  const auto& a = *l.attestation;
+  CHECK(a.where.line == 7);
+  CHECK(a.mode == attestation_mode::post_handshake);
+  CHECK(a.model == attestation_model::background_check);
+  CHECK(a.reattest_every == 10min);
+  CHECK(a.binder_label == "EXPORTER-atls attestation");
+  CHECK(a.binder_key == binder_key_encoding::raw_public_key);
+
+  REQUIRE(a.self.has_value());
+  CHECK(a.self->where.line == 14);
+  CHECK(a.self->pcrs.hash_alg == 0x000B);
+  // Stored ascending, as a quote selects them.
+  CHECK(a.self->pcrs.pcrs == std::vector<std::uint8_t>{0, 7, 16});
+  CHECK_FALSE(a.self->veraison.has_value());
+
+  REQUIRE(a.peer.has_value());
+  const auto& p = *a.peer;
+  CHECK(p.where.line == 16);
+  CHECK_FALSE(p.required);
+  CHECK(p.verifier == verifier_kind::local);
+  REQUIRE(p.local.has_value());
+  CHECK(p.local->trusted_aks.empty());
+  REQUIRE(p.local->trusted_ak_hashes.size() == 1);
+  CHECK(p.local->trusted_ak_hashes[0][0] == 0x9f);
+  REQUIRE(std::holds_alternative<verify::pcr_values>(p.local->reference));
+  CHECK(std::get<verify::pcr_values>(p.local->reference).values.size() == 1);
+  CHECK_FALSE(p.veraison.has_value());
+  CHECK(p.passport_keys.empty());
+  CHECK(p.accept.minimum_status == verify::ear_status::warning);
+  CHECK(p.accept.required_submodules == std::vector<std::string>{"PARSEC_TPM"});
+  CHECK(p.accept.max_age == std::chrono::seconds(300));
+  REQUIRE(p.pinned_keys.size() == 2);
+  CHECK(p.pinned_keys[0][0] == 0x9f);
+  CHECK(p.pinned_keys[0][31] == 0x08);
+  CHECK(p.pinned_keys[1][0] == 0xe3);
+  CHECK(p.pinned_keys[1][31] == 0x55);
+}
+
+TEST_CASE(
+    "a passport attestation block names this sidecar's EAR issuer and the peer's EAR signers") {
+  const auto r = load(R"(
+listeners:
+  - name: out
+    mode: outbound
+    listen: 127.0.0.1:15432
+    upstream: db.example.org:5432
+    tls: {ca: ca.crt, server_name: db.example.org, cert: tik.crt, key: tpm:tik}
+    attestation:
+      mode: intra-handshake
+      model: passport
+      self:
+        veraison:
+          urls: [https://v.example:8443, http://10.0.0.5/veraison]
+          ca: veraison-ca.pem
+          token: /run/secrets/veraison-token
+          ear_key: ear.pem
+          request_timeout: 2s
+      peer:
+        passport_keys: [ear-signer.pem, /abs/other-signer.pem]
+)");
+  const auto& a = valid(r).listeners.at(0).attestation.value();
+  CHECK(a.mode == attestation_mode::intra_handshake);
+  CHECK(a.model == attestation_model::passport);
+  CHECK(a.reattest_every == 0ms);
+
+  REQUIRE(a.self.has_value());
+  REQUIRE(a.self->veraison.has_value());
+  const auto& v = *a.self->veraison;
+  CHECK(v.where.line == 11);
+  CHECK(v.urls == std::vector<std::string>{"https://v.example:8443", "http://10.0.0.5/veraison"});
+  REQUIRE(v.ca.has_value());
+  CHECK(v.ca->path == "/etc/atlsd/veraison-ca.pem");
+  CHECK(v.ca->key == "listeners[0].attestation.self.veraison.ca");
+  CHECK(v.ca->where.line == 13);
+  REQUIRE(v.token.has_value());
+  CHECK(v.token->path == "/run/secrets/veraison-token");
+  REQUIRE(v.ear_key.has_value());
+  CHECK(v.ear_key->path == "/etc/atlsd/ear.pem");
+  CHECK_FALSE(v.trust_discovered_key);
+  CHECK(v.request_timeout == 2s);
+
+  REQUIRE(a.peer.has_value());
+  const auto& p = *a.peer;
+  CHECK_FALSE(p.local.has_value());
+  CHECK_FALSE(p.veraison.has_value());
+  REQUIRE(p.passport_keys.size() == 2);
+  CHECK(p.passport_keys[0].path == "/etc/atlsd/ear-signer.pem");
+  CHECK(p.passport_keys[0].key == "listeners[0].attestation.peer.passport_keys[0]");
+  CHECK(p.passport_keys[0].where.line == 18);
+  CHECK(p.passport_keys[1].path == "/abs/other-signer.pem");
+  // Outbound: the server's certificate is checked against tls.ca, so no pin is needed.
+  CHECK(p.pinned_keys.empty());
+  // Named files are not opened at load: none of them exists.
+  CHECK_FALSE(fs::exists(v.ca->path));
+}
+
+TEST_CASE("a peer appraised by Veraison is read with the client's settings") {
+  const auto r = load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: server.crt, key: server.key, client_auth: {ca: clients-ca.crt}}
+    attestation:
+      peer:
+        verifier: veraison
+        veraison: {urls: ["https://[::1]:8443/"], trust_discovered_key: true}
+)");
+  const auto& p = valid(r).listeners.at(0).attestation.value().peer.value();
+  CHECK(p.verifier == verifier_kind::veraison);
+  CHECK_FALSE(p.local.has_value());
+  REQUIRE(p.veraison.has_value());
+  CHECK(p.veraison->urls == std::vector<std::string>{"https://[::1]:8443/"});
+  CHECK(p.veraison->trust_discovered_key);
+  CHECK_FALSE(p.veraison->ear_key.has_value());
+  CHECK_FALSE(p.veraison->ca.has_value());
+  CHECK_FALSE(p.veraison->token.has_value());
+  CHECK(p.veraison->request_timeout == 5s);
+  // RA + PKI: client certificates are CA-checked, so pins are optional.
+  CHECK(p.pinned_keys.empty());
+}
+
+TEST_CASE("an attestation block gets the documented defaults") {
+  SUBCASE("self") {
+    const auto r = load_inbound_attested("      self: {}\n");
+    const auto& a = valid(r).listeners.at(0).attestation.value();
+    CHECK(a.mode == attestation_mode::post_handshake);
+    CHECK(a.model == attestation_model::background_check);
+    CHECK(a.reattest_every == 0ms);
+    CHECK(a.binder_label == "Attestation");
+    CHECK(a.binder_key == binder_key_encoding::spki_der);
+    CHECK_FALSE(a.peer.has_value());
+    REQUIRE(a.self.has_value());
+    CHECK(a.self->pcrs.hash_alg == 0x000B);
+    CHECK(a.self->pcrs.pcrs == std::vector<std::uint8_t>{0, 1, 2, 3, 4, 5, 6, 7});
+    CHECK_FALSE(a.self->veraison.has_value());
+  }
+  SUBCASE("peer") {
+    const auto r = load_inbound_attested(R"(      binder: {}
+      peer:
+        local:
+          trusted_aks: [{spki_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}]
+          reference_values: {pcr_digest: {pcrs: [0], digest: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}}
+        pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
+)");
+    const auto& a = valid(r).listeners.at(0).attestation.value();
+    CHECK(a.binder_label == "Attestation");
+    CHECK(a.binder_key == binder_key_encoding::spki_der);
+    CHECK_FALSE(a.self.has_value());
+    const auto& p = a.peer.value();
+    CHECK(p.required);
+    CHECK(p.verifier == verifier_kind::local);
+    CHECK(p.local.has_value());
+    const verify::appraisal_policy defaults;
+    CHECK(p.accept.minimum_status == defaults.minimum_status);
+    CHECK(p.accept.minimum_tiers == defaults.minimum_tiers);
+    CHECK(p.accept.required_submodules.empty());
+    CHECK_FALSE(p.accept.max_age.has_value());
+    CHECK(p.accept.allowed_clock_skew == defaults.allowed_clock_skew);
+  }
+  SUBCASE("a listener without the block is plain TLS") {
+    const auto r = load(R"(
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: tik.crt, key: tpm:tik}}
+)");
+    CHECK_FALSE(valid(r).listeners.at(0).attestation.has_value());
+  }
+}
+
+TEST_CASE("an attestation block needs self, peer or both") {
+  const auto d = only_error(load_inbound_attested("      mode: post-handshake\n"));
+  CHECK(d.key == "listeners[0].attestation");
+  CHECK(d.where.line == 7);
+  CHECK(contains(d.message, "needs 'self'"));
+  CHECK(contains(d.message, "'peer'"));
+}
+
+TEST_CASE("a listener that attests needs the TPM's TLS identity key") {
+  SUBCASE("inbound with a key file") {
+    const auto d = only_error(load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: server.crt, key: server.key}
+    attestation:
+      self: {}
+)"));
+    CHECK(d.key == "listeners[0].attestation.self");
+    CHECK(d.where.line == 8);
+    CHECK(contains(d.message, "a listener that attests without a TPM key"));
+    CHECK(contains(d.message, "tls.key: tpm:tik"));
+  }
+  SUBCASE("outbound without a client certificate") {
+    const auto d = only_error(load(R"(
+listeners:
+  - name: out
+    mode: outbound
+    listen: 127.0.0.1:15432
+    upstream: db.example.org:5432
+    tls: {ca: ca.crt, server_name: db.example.org}
+    attestation:
+      self: {}
+)"));
+    CHECK(d.key == "listeners[0].attestation.self");
+    CHECK(contains(d.message, "a listener that attests without a TPM key"));
+    CHECK(contains(d.message, "set tls.cert and tls.key: tpm:tik"));
+  }
+  SUBCASE("outbound with a client key file") {
+    const auto d = only_error(load(R"(
+listeners:
+  - name: out
+    mode: outbound
+    listen: 127.0.0.1:15432
+    upstream: db.example.org:5432
+    tls: {ca: ca.crt, server_name: db.example.org, cert: c.crt, key: c.key}
+    attestation: {self: {}}
+)"));
+    CHECK(d.key == "listeners[0].attestation.self");
+  }
+  SUBCASE("a wrong tls.key is the one error, not also the attestation rule") {
+    const auto d = only_error(load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: tik.crt, key: "tpm:ak"}
+    attestation: {self: {}}
+)"));
+    CHECK(d.key == "listeners[0].tls.key");
+  }
+}
+
+TEST_CASE("an inbound listener whose clients are not CA-checked must pin the attested keys") {
+  constexpr std::string_view local = R"(
+        local:
+          trusted_aks: [{spki_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}]
+          reference_values: {pcrs: {0: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}}
+)";
+  SUBCASE("RA-only without pin is refused at peer") {
+    const auto d = only_error(load_inbound_attested("      peer:" + std::string(local)));
+    CHECK(d.key == "listeners[0].attestation.peer");
+    CHECK(d.where.line == 8);
+    CHECK(contains(d.message, "without tls.client_auth"));
+    CHECK(contains(d.message, "'pin'"));
+  }
+  SUBCASE("an empty pin list is refused at pin") {
+    const auto d =
+        only_error(load_inbound_attested("      peer:" + std::string(local) + "        pin: []\n"));
+    CHECK(d.key == "listeners[0].attestation.peer.pin");
+    CHECK(d.where.line == 12);
+  }
+  SUBCASE("required: false does not lift the rule") {
+    const auto d = only_error(
+        load_inbound_attested("      peer:" + std::string(local) + "        required: false\n"));
+    CHECK(d.key == "listeners[0].attestation.peer");
+  }
+  SUBCASE("RA-only with a pin is accepted") {
+    const auto r = load_inbound_attested("      peer:" + std::string(local) + "        pin: [" +
+                                         std::string(pin_a) + "]\n");
+    CHECK(valid(r).listeners.at(0).attestation->peer->pinned_keys.size() == 1);
+  }
+  SUBCASE("RA + PKI needs no pin") {
+    const auto r = load(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: s.crt, key: s.key, client_auth: {ca: ca.crt}}
+    attestation:
+      peer:)" + std::string(local));
+    CHECK(valid(r).listeners.at(0).attestation->peer->pinned_keys.empty());
+  }
+  SUBCASE("outbound checks the server against tls.ca and needs no pin") {
+    const auto r = load(R"(
+listeners:
+  - name: out
+    mode: outbound
+    listen: 127.0.0.1:15432
+    upstream: db.example.org:5432
+    tls: {ca: ca.crt, server_name: db.example.org}
+    attestation:
+      peer:)" + std::string(local));
+    CHECK(valid(r).listeners.at(0).attestation->peer.has_value());
+  }
+}
+
+TEST_CASE("re-attestation on an open connection needs mode post-handshake") {
+  SUBCASE("refused with intra-handshake") {
+    const auto d = only_error(load_inbound_attested(R"(      mode: intra-handshake
+      reattest_every: 10m
+      self: {}
+)"));
+    CHECK(d.key == "listeners[0].attestation.reattest_every");
+    CHECK(d.where.line == 9);
+    CHECK(contains(d.message, "post-handshake"));
+  }
+  SUBCASE("0s means never and is fine with intra-handshake") {
+    const auto r = load_inbound_attested(R"(      mode: intra-handshake
+      reattest_every: 0s
+      self: {}
+)");
+    CHECK(valid(r).listeners.at(0).attestation->reattest_every == 0ms);
+  }
+}
+
+TEST_CASE("model passport needs EAR keys and an EAR issuer, and has no verifier to call") {
+  SUBCASE("missing passport_keys and self.veraison") {
+    const auto r = load_inbound_attested(R"(      model: passport
+      self: {}
+      peer: {pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]}
+)");
+    const auto self = error_for(r, "listeners[0].attestation.self");
+    CHECK(self.where.line == 9);
+    CHECK(contains(self.message, "model passport needs 'veraison'"));
+    const auto peer = error_for(r, "listeners[0].attestation.peer");
+    CHECK(peer.where.line == 10);
+    CHECK(contains(peer.message, "model passport needs 'passport_keys'"));
+    CHECK(r.errors.size() == 2);
+  }
+  SUBCASE("verifier, local and veraison are refused, without checking what is in them") {
+    const auto r = load_inbound_attested(R"(      model: passport
+      peer:
+        passport_keys: [ear.pem]
+        pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
+        verifier: veraison
+        local:
+          trusted_aks: [{pem: /nonexistent/ak.pem}]
+          reference_values: {pcrs: {0: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}}
+        veraison: {urls: [ftp://v.example]}
+)");
+    CHECK(contains(error_for(r, "listeners[0].attestation.peer.verifier").message,
+                   "applies to model background-check only"));
+    CHECK(error_for(r, "listeners[0].attestation.peer.local").where.line == 13);
+    CHECK(error_for(r, "listeners[0].attestation.peer.veraison").where.line == 16);
+    CHECK(r.errors.size() == 3);
+  }
+  SUBCASE("an empty passport_keys list is refused") {
+    const auto d = only_error(load_inbound_attested(R"(      model: passport
+      peer: {passport_keys: [], pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]}
+)"));
+    CHECK(d.key == "listeners[0].attestation.peer.passport_keys");
+    CHECK(contains(d.message, "at least one"));
+  }
+}
+
+TEST_CASE("model background-check needs the named verifier's settings and refuses passport keys") {
+  const std::string local = R"(
+        local:
+          trusted_aks: [{spki_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}]
+          reference_values: {pcrs: {0: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}}
+)";
+  const std::string veraison = "        veraison: {urls: [https://v.example], ear_key: ear.pem}\n";
+  const std::string pin = "        pin: [" + std::string(pin_a) + "]\n";
+  SUBCASE("verifier local without local") {
+    const auto d = only_error(load_inbound_attested("      peer:\n" + pin));
+    CHECK(d.key == "listeners[0].attestation.peer");
+    CHECK(contains(d.message, "verifier local needs 'local'"));
+  }
+  SUBCASE("verifier local with veraison settings") {
+    const auto d =
+        only_error(load_inbound_attested("      peer:\n" + pin + local.substr(1) + veraison));
+    CHECK(d.key == "listeners[0].attestation.peer.veraison");
+    CHECK(contains(d.message, "needs 'verifier: veraison'"));
+  }
+  SUBCASE("veraison settings without verifier: veraison are not taken as a hint") {
+    const auto d = only_error(load_inbound_attested("      peer:\n" + pin + veraison));
+    CHECK(d.key == "listeners[0].attestation.peer.veraison");
+  }
+  SUBCASE("verifier veraison without veraison") {
+    const auto d =
+        only_error(load_inbound_attested("      peer:\n        verifier: veraison\n" + pin));
+    CHECK(d.key == "listeners[0].attestation.peer");
+    CHECK(contains(d.message, "verifier veraison needs 'veraison'"));
+  }
+  SUBCASE("verifier veraison with local settings") {
+    const auto d = only_error(load_inbound_attested("      peer:\n        verifier: veraison\n" +
+                                                    pin + veraison + local.substr(1)));
+    CHECK(d.key == "listeners[0].attestation.peer.local");
+    CHECK(contains(d.message, "needs 'verifier: local'"));
+  }
+  SUBCASE("passport_keys") {
+    const auto d = only_error(load_inbound_attested("      peer:\n" + pin + local.substr(1) +
+                                                    "        passport_keys: [ear.pem]\n"));
+    CHECK(d.key == "listeners[0].attestation.peer.passport_keys");
+    CHECK(contains(d.message, "applies to model passport only"));
+  }
+  SUBCASE("self.veraison") {
+    const auto d = only_error(load_inbound_attested(
+        "      self:\n        veraison: {urls: [https://v.example], ear_key: ear.pem}\n"));
+    CHECK(d.key == "listeners[0].attestation.self.veraison");
+    CHECK(d.where.line == 9);
+    CHECK(contains(d.message, "applies to model passport only"));
+  }
+}
+
+TEST_CASE("Veraison settings need http(s) URLs and a pinned or explicitly discovered EAR key") {
+  const auto check = [](std::string_view veraison) {
+    return load_inbound_attested(
+        "      model: passport\n      self:\n        veraison: " + std::string(veraison) + "\n");
+  };
+  const std::string at = "listeners[0].attestation.self.veraison";
+  SUBCASE("no URL") {
+    const auto d = only_error(check("{urls: [], ear_key: ear.pem}"));
+    CHECK(d.key == at + ".urls");
+    CHECK(contains(d.message, "at least one URL"));
+  }
+  SUBCASE("urls missing") {
+    CHECK(only_error(check("{ear_key: ear.pem}")).message == "missing required key 'urls'");
+  }
+  SUBCASE("not http or https") {
+    const auto d = only_error(check("{urls: [https://ok.example, ftp://v.example], ear_key: e}"));
+    CHECK(d.key == at + ".urls[1]");
+    CHECK(contains(d.message, "is not an http:// or https:// URL"));
+  }
+  SUBCASE("no host") {
+    CHECK(contains(only_error(check("{urls: [https:///x], ear_key: e}")).message, "no host"));
+  }
+  SUBCASE("a query") {
+    CHECK(contains(only_error(check("{urls: ['https://v.example/?a=b'], ear_key: e}")).message,
+                   "no query"));
+  }
+  SUBCASE("neither ear_key nor trust_discovered_key") {
+    const auto d = only_error(check("{urls: [https://v.example], trust_discovered_key: false}"));
+    CHECK(d.key == at);
+    CHECK(contains(d.message, "missing 'ear_key'"));
+  }
+  SUBCASE("both ear_key and trust_discovered_key") {
+    const auto d =
+        only_error(check("{urls: [https://v.example], ear_key: e, trust_discovered_key: true}"));
+    CHECK(d.key == at + ".trust_discovered_key");
+    CHECK(contains(d.message, "not both"));
+  }
+  SUBCASE("a request_timeout of zero") {
+    const auto d =
+        only_error(check("{urls: [https://v.example], ear_key: e, request_timeout: 0s}"));
+    CHECK(d.key == at + ".request_timeout");
+  }
+}
+
+TEST_CASE("an unknown attestation key or enum value is refused, with a suggestion") {
+  SUBCASE("a misspelt key") {
+    const auto r = load_inbound_attested("      reatest_every: 10m\n      self: {}\n");
+    const auto d = only_error(r);
+    CHECK(d.key == "listeners[0].attestation.reatest_every");
+    CHECK(d.where.line == 8);
+    CHECK(d.message == "unknown key 'reatest_every'; did you mean 'reattest_every'?");
+  }
+  SUBCASE("an unknown key inside peer") {
+    const auto r = load_inbound_attested("      peer: {pins: [" + std::string(pin_a) + "]}\n");
+    CHECK(error_for(r, "listeners[0].attestation.peer.pins").message ==
+          "unknown key 'pins'; did you mean 'pin'?");
+  }
+  SUBCASE("enum values are exact strings") {
+    const auto r = load_inbound_attested(R"(      mode: post_handshake
+      model: Passport
+      binder: {key_encoding: spki_der}
+      self: {}
+      peer:
+        verifier: Local
+        pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
+)");
+    CHECK(error_for(r, "listeners[0].attestation.mode").message ==
+          "'post_handshake' is not one of: post-handshake, intra-handshake; did you mean "
+          "'post-handshake'?");
+    CHECK(contains(error_for(r, "listeners[0].attestation.model").message,
+                   "'Passport' is not one of: background-check, passport"));
+    CHECK(contains(error_for(r, "listeners[0].attestation.binder.key_encoding").message,
+                   "is not one of: spki-der, raw-public-key"));
+    CHECK(contains(error_for(r, "listeners[0].attestation.peer.verifier").message,
+                   "is not one of: local, veraison"));
+    // With the model and the verifier unknown, the rules that depend on them are skipped.
+    CHECK(r.errors.size() == 4);
+  }
+  SUBCASE("a block that is not a mapping") {
+    const auto d = only_error(load_inbound_attested("        true\n"));
+    CHECK(d.key == "listeners[0].attestation");
+    CHECK(d.message == "expected a mapping");
+  }
+}
+
+TEST_CASE("a pin that is not one SHA-256 in hex is refused") {
+  const auto check = [](std::string_view pins) {
+    return load_inbound_attested("      peer:\n        passport_keys: [k.pem]\n        pin: " +
+                                 std::string(pins) + "\n      model: passport\n");
+  };
+  SUBCASE("not hex") {
+    const auto d = only_error(check("[" + std::string(pin_a.substr(0, 63)) + "g]"));
+    CHECK(d.key == "listeners[0].attestation.peer.pin[0]");
+    CHECK(d.where.line == 10);
+    CHECK(contains(d.message, "'g' is not a hex digit"));
+  }
+  SUBCASE("0x prefix") {
+    const auto d = only_error(check("[0x" + std::string(pin_a) + "]"));
+    CHECK(contains(d.message, "'x' is not a hex digit"));
+  }
+  SUBCASE("too short") {
+    const auto d = only_error(check("[" + std::string(pin_a.substr(2)) + "]"));
+    CHECK(contains(d.message, "32 bytes (64 hex digits), got 62"));
+  }
+  SUBCASE("the same key twice, in either case") {
+    std::string upper(pin_a);
+    for (auto& c : upper) {
+      c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+    const auto d = only_error(check("[" + std::string(pin_a) + ", " + upper + "]"));
+    CHECK(d.key == "listeners[0].attestation.peer.pin[1]");
+    CHECK(contains(d.message, "listed twice"));
+  }
+  SUBCASE("not a list") {
+    CHECK(only_error(check(std::string(pin_a))).message == "expected a list");
+  }
+}
+
+TEST_CASE("self pcrs are distinct sha256 PCR indices from 0 to 23") {
+  const auto check = [](std::string_view pcrs) {
+    return load_inbound_attested("      self: {pcrs: " + std::string(pcrs) + "}\n");
+  };
+  SUBCASE("out of range") {
+    const auto d = only_error(check("[0, 24]"));
+    CHECK(d.key == "listeners[0].attestation.self.pcrs[1]");
+    CHECK(d.message == "must be from 0 to 23");
+  }
+  SUBCASE("negative") {
+    CHECK(only_error(check("[-1]")).message == "must be from 0 to 23");
+  }
+  SUBCASE("listed twice") {
+    const auto d = only_error(check("[7, 0, 7]"));
+    CHECK(d.key == "listeners[0].attestation.self.pcrs[2]");
+    CHECK(d.message == "PCR 7 is listed twice");
+  }
+  SUBCASE("empty") {
+    const auto d = only_error(check("[]"));
+    CHECK(d.key == "listeners[0].attestation.self.pcrs");
+    CHECK(d.message == "list at least one PCR");
+  }
+  SUBCASE("a range is not a list") {
+    CHECK(only_error(check("0-7")).message == "expected a list");
+  }
+  SUBCASE("all 24") {
+    const auto r = check(
+        "[23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0]");
+    const auto& pcrs = valid(r).listeners.at(0).attestation->self->pcrs.pcrs;
+    REQUIRE(pcrs.size() == 24);
+    CHECK(pcrs.front() == 0);
+    CHECK(pcrs.back() == 23);
+  }
+}
+
+TEST_CASE("a binder label is 1 to 64 printable ASCII characters") {
+  const auto check = [](std::string_view label) {
+    return load_inbound_attested("      self: {}\n      binder: {label: " + std::string(label) +
+                                 "}\n");
+  };
+  CHECK(valid(check(std::string(64, 'a'))).listeners.at(0).attestation->binder_label ==
+        std::string(64, 'a'));
+  const std::string at = "listeners[0].attestation.binder.label";
+  CHECK(only_error(check("''")).key == at);
+  CHECK(only_error(check(std::string(65, 'a'))).key == at);
+  CHECK(contains(only_error(check("\"tab\\there\"")).message, "printable ASCII"));
+  CHECK(only_error(check("\"caf\u00e9\"")).key == at);
+  CHECK(only_error(check("[Attestation]")).message == "expected a string");
+}
+
+TEST_CASE("peer.local and peer.accept are checked as in the verifier policy") {
+  const auto r = load_inbound_attested(R"(      peer:
+        local:
+          trusted_aks: []
+          reference_values: {bank: sha1, pcrs: {0: 00}}
+        accept:
+          minimum_status: none
+          max_age: 1500ms
+          minimum_tiers: {hardwear: affirming}
+        pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
+)");
+  const std::string at = "listeners[0].attestation.peer.";
+  CHECK(contains(error_for(r, at + "local.trusted_aks").message, "at least one"));
+  CHECK(contains(error_for(r, at + "local.reference_values.bank").message, "not supported"));
+  CHECK(contains(error_for(r, at + "accept.minimum_status").message, "'none' as a minimum"));
+  CHECK(contains(error_for(r, at + "accept.max_age").message, "whole number of seconds"));
+  CHECK(contains(error_for(r, at + "accept.minimum_tiers.hardwear").message,
+                 "did you mean 'hardware'?"));
+  // A local block with errors is still "set": no second error saying it is missing.
+  CHECK_FALSE(contains(all_errors(r), "needs 'local'"));
+}
+
+TEST_CASE("trusted_aks PEM files are read at load, other attestation files are not") {
+  const test::temp_dir dir;
+  const auto path = dir.write("atlsd.yaml", yaml(R"(
+listeners:
+  - name: in
+    mode: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: tik.crt, key: tpm:tik}
+    attestation:
+      peer:
+        local:
+          trusted_aks: [{pem: missing-ak.pem}]
+          reference_values: {pcrs: {0: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}}
+        pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
+)"));
+  const auto d = only_error(load_file(path));
+  CHECK(d.key == "listeners[0].attestation.peer.local.trusted_aks[0].pem");
+  CHECK(contains(d.message, "cannot read " + (dir.path() / "missing-ak.pem").string()));
 }
 
 TEST_CASE("a diagnostic prints as file:line:column: key: message") {

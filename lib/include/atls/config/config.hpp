@@ -2,6 +2,7 @@
 // that sees YAML; the others receive these structs (or options derived from them).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -12,8 +13,11 @@
 #include <variant>
 #include <vector>
 
+#include "atls/attest/evidence.hpp"
 #include "atls/common/result.hpp"
 #include "atls/net/endpoint.hpp"
+#include "atls/verify/appraisal_policy.hpp"
+#include "atls/verify/local_verifier.hpp"
 
 namespace atls::config {
 
@@ -88,6 +92,67 @@ struct outbound_tls {
   std::optional<private_key_ref> key;
 };
 
+// ---------------------------------------------------------------------------------------------
+// Attestation (config/README.md, "Attestation"). A listener without an `attestation` block is
+// plain TLS.
+
+enum class attestation_mode { post_handshake, intra_handshake };
+enum class attestation_model { background_check, passport };
+enum class verifier_kind { local, veraison };
+enum class binder_key_encoding { spki_der, raw_public_key };
+
+// A Veraison verification service (challenge-response API).
+struct veraison_settings {
+  source_pos where;
+  std::vector<std::string> urls;    // base URLs, tried in order (fail-over); at least one
+  std::optional<file_ref> ca;       // PEM bundle for https; absent: the system store
+  std::optional<file_ref> token;    // a file holding the bearer token; absent: no token
+  std::optional<file_ref> ear_key;  // PEM public key that signs the EARs (pinned)
+  // Trust the key the service publishes at discovery; for tests and demos only.
+  bool trust_discovered_key = false;
+  std::chrono::milliseconds request_timeout{std::chrono::seconds(5)};
+};
+
+// This sidecar is the relying party: what the peer must prove, and who appraises it.
+struct peer_attestation {
+  source_pos where;
+  // false: a peer that does not offer attestation is served as plain TLS (and logged as such);
+  // a peer that offers it must still pass.
+  bool required = true;
+  verifier_kind verifier = verifier_kind::local;
+  std::optional<verify::local_verifier_options> local;  // verifier: local
+  std::optional<veraison_settings> veraison;            // verifier: veraison
+  // passport model: the keys that sign acceptable EARs (PEM public keys).
+  std::vector<file_ref> passport_keys;
+  verify::appraisal_policy accept;
+  // Identity pins: SHA-256 of the attested key's DER SubjectPublicKeyInfo (the TIK, which the
+  // evidence proves to be fixed in one TPM). Empty: any attester that passes `accept`, which is
+  // allowed only with RA + PKI (a CA-checked peer certificate).
+  std::vector<std::array<std::uint8_t, 32>> pinned_keys;
+};
+
+// This sidecar attests: its TLS key is the TPM's TIK (tls.key: tpm:tik).
+struct self_attestation {
+  source_pos where;
+  // Quoted PCRs, sha256 bank (TPM_ALG_SHA256), indices ascending. The default, 0 to 7, is what
+  // the firmware and boot loader measure on a PC Client platform.
+  attest::pcr_selection pcrs{.hash_alg = 0x000B, .pcrs = {0, 1, 2, 3, 4, 5, 6, 7}};
+  // passport model: the service that issues this sidecar's EAR.
+  std::optional<veraison_settings> veraison;
+};
+
+struct attestation {
+  source_pos where;
+  attestation_mode mode = attestation_mode::post_handshake;
+  attestation_model model = attestation_model::background_check;
+  std::optional<peer_attestation> peer;
+  std::optional<self_attestation> self;
+  std::string binder_label = "Attestation";
+  binder_key_encoding binder_key = binder_key_encoding::spki_der;
+  // Zero: attest once per connection. Otherwise the relying party asks again this often.
+  std::chrono::milliseconds reattest_every{0};
+};
+
 struct listener {
   std::string name;
   source_pos where;
@@ -101,6 +166,7 @@ struct listener {
   config::timeouts timeouts;
   std::size_t max_connections = 1024;
   std::size_t buffer_size = std::size_t{16} * 1024;  // per direction, per connection
+  std::optional<config::attestation> attestation;
 };
 
 enum class log_level { trace, debug, info, warn, error };
