@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -521,7 +522,9 @@ int ear_verify(const options& opts) {
 }
 
 int config_check(std::string_view file) {
-  const auto assembled = atls::app::assemble(file);
+  // Nothing is served: the verifier clients are built, never run.
+  boost::asio::io_context idle;
+  const auto assembled = atls::app::assemble(file, idle.get_executor());
   for (const auto& error : assembled.errors) {
     std::cerr << to_string(error) << "\n";
   }

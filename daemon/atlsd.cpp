@@ -73,7 +73,10 @@ asio::awaitable<void> handle_signals(atls::proxy::server& server,
 }
 
 int run(const arguments& args) {
-  auto assembled = atls::app::assemble(args.config);
+  // Signals, listeners, drain and verifier clients on this thread; connections on `threads`
+  // loops of their own.
+  asio::io_context io(1);
+  auto assembled = atls::app::assemble(args.config, io.get_executor());
   for (const auto& error : assembled.errors) {
     std::cerr << to_string(error) << "\n";
   }
@@ -88,8 +91,6 @@ int run(const arguments& args) {
   }
 
   spdlog::set_level(to_spdlog(config.log_level));
-  // Signals, listeners and drain on this thread; connections on `threads` loops of their own.
-  asio::io_context io(1);
   atls::net::event_loops connection_loops(config.threads);
   atls::proxy::server server(io, connection_loops);
   if (auto bound = server.bind(std::move(assembled.listeners)); !bound) {

@@ -2,10 +2,18 @@
 
 #include <array>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
+#include <boost/asio/io_context.hpp>
+
 #include "atls/attest/tik_key.hpp"
+#include "atls/attested/early_attestation.hpp"
+#include "atls/attested/post_handshake.hpp"
 #include "atls/tls/error.hpp"
+#include "atls/verify/local_verifier.hpp"
+#include "atls/verify/veraison_client.hpp"
 
 namespace atls::app {
 
@@ -55,16 +63,24 @@ class tpm_identity {
   tpm_identity(const config::tpm_settings& settings, std::shared_ptr<attest::tpm>& device)
       : settings_(settings), device_(device) {}
 
+  // The TPM, opened (lazily, without I/O) on first use.
+  std::shared_ptr<attest::tpm> device() {
+    if (!device_) {
+      device_ = std::make_shared<attest::tpm>(attest::tpm_options{
+          .tcti = settings_.tcti,
+          .ak_handle = settings_.ak_handle,
+          .tik_handle = settings_.tik_handle,
+      });
+    }
+    return device_;
+  }
+
+  [[nodiscard]] std::string describe() const { return "TPM via " + settings_.tcti; }
+
   detailed_result<tls::external_key> tik() {
     if (!loaded_) {
       loaded_ = true;
-      if (!device_) {
-        device_ = std::make_shared<attest::tpm>(attest::tpm_options{
-            .tcti = settings_.tcti,
-            .ak_handle = settings_.ak_handle,
-            .tik_handle = settings_.tik_handle,
-        });
-      }
+      (void)device();
       auto key = attest::tik_private_key(device_);
       const auto where = "TPM key " + hex_handle(settings_.tik_handle) + " via " + settings_.tcti;
       if (key) {
@@ -148,11 +164,148 @@ detailed_result<tls::context> make_context(const config::listener& listener, std
   return ctx;
 }
 
+std::optional<std::string> read_text_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return std::nullopt;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    return std::nullopt;
+  }
+  return text.str();
+}
+
+// A PEM public key named in the config, read and parsed now; problems point at its key.
+std::optional<verify::verification_key> load_public_key(const config::file_ref& file,
+                                                        std::vector<config::diagnostic>& errors) {
+  auto pem = read_text_file(file.path);
+  if (!pem) {
+    errors.push_back({file.where, file.key, "cannot read " + file.path.string()});
+    return std::nullopt;
+  }
+  auto key = verify::parse_public_key_pem(*pem);
+  if (!key) {
+    errors.push_back({file.where, file.key,
+                      file.path.string() + ": not a usable public key: " + key.error().message()});
+    return std::nullopt;
+  }
+  return std::move(*key);
+}
+
+std::shared_ptr<verify::verifier> make_veraison(const config::veraison_settings& settings,
+                                                const boost::asio::any_io_executor& io,
+                                                std::vector<config::diagnostic>& errors) {
+  verify::veraison_client_options options{
+      .base_urls = settings.urls,
+      .trust_discovered_key = settings.trust_discovered_key,
+      .request_timeout = settings.request_timeout,
+  };
+  if (settings.ca) {
+    options.ca_file = settings.ca->path.string();
+  }
+  if (settings.ear_key) {
+    auto key = load_public_key(*settings.ear_key, errors);
+    if (!key) {
+      return nullptr;
+    }
+    options.ear_key = std::move(*key);
+  }
+  if (settings.token) {
+    auto token = read_text_file(settings.token->path);
+    if (!token) {
+      errors.push_back({settings.token->where, settings.token->key,
+                        "cannot read " + settings.token->path.string()});
+      return nullptr;
+    }
+    while (!token->empty() && (token->back() == '\n' || token->back() == '\r')) {
+      token->pop_back();
+    }
+    options.bearer_token = std::move(*token);
+  }
+  auto client = verify::veraison_client::create(io, std::move(options));
+  if (!client) {
+    errors.push_back({settings.where, "veraison", client.error().message()});
+    return nullptr;
+  }
+  return std::move(*client);
+}
+
+// The runtime settings of a listener's `attestation` block, and its TLS context prepared for
+// the mode. Null (with errors recorded) when something it names cannot be used.
+std::shared_ptr<const attested::settings> make_attestation(
+    const config::attestation& config, const std::string& key_prefix, tls::context& ctx,
+    tpm_identity& tpm, const boost::asio::any_io_executor& io,
+    std::vector<config::diagnostic>& errors) {
+  const auto errors_before = errors.size();
+  auto out = std::make_shared<attested::settings>();
+  out->mode = config.mode == config::attestation_mode::intra_handshake
+                  ? attested::mode::intra_handshake
+                  : attested::mode::post_handshake;
+  const auto model = config.model == config::attestation_model::passport
+                         ? attested::model::passport
+                         : attested::model::background_check;
+  out->binder.label = config.binder_label;
+  out->binder.key_encoding = config.binder_key == config::binder_key_encoding::raw_public_key
+                                 ? tls::binder_key_encoding::raw_public_key
+                                 : tls::binder_key_encoding::spki_der;
+  out->reattest_every = config.reattest_every;
+  if (config.self) {
+    auto attester = attest::tpm_attester::open(tpm.device(), config.self->pcrs);
+    if (!attester) {
+      errors.push_back({config.self->where, key_prefix + ".self",
+                        tpm.describe() + ": " + attester.error().message()});
+    } else {
+      out->self = attested::attesting_party{.attester = std::move(*attester), .model = model};
+    }
+  }
+  if (config.peer) {
+    const auto& peer = *config.peer;
+    attested::relying_party rp{.required = peer.required,
+                               .model = model,
+                               .accept = peer.accept,
+                               .pinned_keys = peer.pinned_keys};
+    if (model == attested::model::passport) {
+      for (const auto& file : peer.passport_keys) {
+        if (auto key = load_public_key(file, errors)) {
+          rp.passport_keys.push_back(std::move(*key));
+        }
+      }
+    } else if (peer.verifier == config::verifier_kind::local && peer.local) {
+      rp.verifier = std::make_shared<verify::local_verifier>(*peer.local);
+    } else if (peer.verifier == config::verifier_kind::veraison && peer.veraison) {
+      rp.verifier = make_veraison(*peer.veraison, io, errors);
+    }
+    out->peer = std::move(rp);
+  }
+  if (out->mode == attested::mode::post_handshake) {
+    if (auto installed = attested::install_post_handshake(ctx.native_handle(), out->code_points);
+        !installed) {
+      errors.push_back({config.where, key_prefix, installed.error().message()});
+    }
+  } else if (auto installed =
+                 attested::install_early_attestation(ctx.native_handle(), out->code_points);
+             !installed) {
+    errors.push_back({config.where, key_prefix, installed.error().message()});
+  }
+  if (out->self && out->self->model == attested::model::passport) {
+    errors.push_back({config.where, key_prefix + ".model",
+                      "presenting a passport (self with model passport) is not available in this "
+                      "build yet: this sidecar cannot obtain its own EAR"});
+  }
+  if (errors.size() != errors_before) {
+    return nullptr;
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<config::diagnostic> build_listeners(const config::daemon_config& config,
                                                 std::vector<proxy::listener_options>& out,
-                                                std::shared_ptr<attest::tpm>& tpm) {
+                                                std::shared_ptr<attest::tpm>& tpm,
+                                                const boost::asio::any_io_executor& io) {
   std::vector<config::diagnostic> errors;
   tpm_identity identity(config.tpm, tpm);
   for (std::size_t i = 0; i < config.listeners.size(); ++i) {
@@ -160,6 +313,15 @@ std::vector<config::diagnostic> build_listeners(const config::daemon_config& con
     auto ctx = make_context(listener, i, identity, errors);
     if (!ctx) {
       continue;
+    }
+    std::shared_ptr<const attested::settings> attestation;
+    if (listener.attestation) {
+      attestation = make_attestation(*listener.attestation,
+                                     "listeners[" + std::to_string(i) + "].attestation", *ctx,
+                                     identity, io, errors);
+      if (!attestation) {
+        continue;
+      }
     }
     out.push_back(proxy::listener_options{
         .name = listener.name,
@@ -173,19 +335,21 @@ std::vector<config::diagnostic> build_listeners(const config::daemon_config& con
                      .idle = listener.timeouts.idle},
         .max_connections = listener.max_connections,
         .buffer_size = listener.buffer_size,
+        .attestation = std::move(attestation),
     });
   }
   return errors;
 }
 
-assembled assemble(const std::filesystem::path& config_file) {
+assembled assemble(const std::filesystem::path& config_file,
+                   const boost::asio::any_io_executor& io) {
   assembled result;
   auto loaded = config::load_file(config_file);
   result.errors = std::move(loaded.errors);
   if (!loaded.config) {
     return result;
   }
-  result.errors = build_listeners(*loaded.config, result.listeners, result.tpm);
+  result.errors = build_listeners(*loaded.config, result.listeners, result.tpm, io);
   result.config = std::move(loaded.config);
   return result;
 }

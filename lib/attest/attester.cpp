@@ -43,4 +43,19 @@ asio::awaitable<result<evidence_bundle>> tpm_attester::evidence(bytes nonce) {
   co_return co_await std::move(pending);
 }
 
+asio::awaitable<result<bytes>> attester::with_tls_key(
+    std::function<result<bytes>(EVP_PKEY*)> sign) {
+  co_return sign(tls_key().get());
+}
+
+asio::awaitable<result<bytes>> tpm_attester::with_tls_key(
+    std::function<result<bytes>(EVP_PKEY*)> sign) {
+  // On the worker, the TIK's signing runs its TPM command inline (tik_key.cpp).
+  auto run_on_worker = [sign = std::move(sign), key = tls_key_](tpm& /*device*/) {
+    return sign(key.get());
+  };
+  auto pending = device_->run(std::move(run_on_worker));
+  co_return co_await std::move(pending);
+}
+
 }  // namespace atls::attest

@@ -13,6 +13,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "atls/attested/appraisal.hpp"
+#include "atls/attested/early_attestation.hpp"
+#include "atls/attested/post_handshake.hpp"
+#include "atls/attested/reason.hpp"
 #include "atls/tls/error.hpp"
 #include "atls/tls/stream.hpp"
 
@@ -95,11 +99,26 @@ class session {
   asio::awaitable<void> serve_inbound() {
     set_deadline(options_.timeouts.handshake, "handshake");
     tls::stream client(std::move(client_), options_.tls);
-    if (auto ec = co_await client.handshake()) {
-      record_handshake_failure(ec, client.error_detail());
+    std::optional<attested::post_handshake_negotiation> negotiation;
+    std::optional<attested::early_attestation> early;
+    if (is_post_handshake()) {
+      negotiation.emplace(client, *options_.attestation, true);
+    } else if (options_.attestation) {
+      early.emplace(client, *options_.attestation);
+    }
+    auto handshake_ec = co_await client.handshake();
+    if (early && !early_outcome(*early, handshake_ec)) {
+      co_return;
+    }
+    if (handshake_ec) {
+      record_handshake_failure(handshake_ec, client.error_detail(), negotiation);
       co_return;
     }
     tls_summary_ = client.session_summary();
+    std::optional<attested::attested_stream> attested;
+    if (!co_await attest(client, negotiation, attested)) {
+      co_return;
+    }
     set_deadline(options_.timeouts.connect, "connect");
     auto upstream = co_await connect_upstream();
     if (!upstream) {
@@ -108,7 +127,11 @@ class session {
       co_return;
     }
     plain_stream workload(std::move(*upstream));
-    co_await relay(client, workload);
+    if (attested) {
+      co_await relay_attested(*attested, workload, /*network_first=*/true);
+    } else {
+      co_await relay(client, workload);
+    }
   }
 
   asio::awaitable<void> serve_outbound() {
@@ -122,12 +145,144 @@ class session {
     }
     set_deadline(options_.timeouts.handshake, "handshake");
     tls::stream remote(std::move(*upstream), options_.tls);
-    if (auto ec = co_await remote.handshake()) {
-      record_handshake_failure(ec, remote.error_detail());
+    std::optional<attested::post_handshake_negotiation> negotiation;
+    std::optional<attested::early_attestation> early;
+    if (is_post_handshake()) {
+      negotiation.emplace(remote, *options_.attestation, false);
+    } else if (options_.attestation) {
+      early.emplace(remote, *options_.attestation);
+    }
+    auto handshake_ec = co_await remote.handshake();
+    if (early && !early_outcome(*early, handshake_ec)) {
+      co_return;
+    }
+    if (handshake_ec) {
+      record_handshake_failure(handshake_ec, remote.error_detail(), negotiation);
       co_return;
     }
     tls_summary_ = remote.session_summary();
-    co_await relay(workload, remote);
+    std::optional<attested::attested_stream> attested;
+    if (!co_await attest(remote, negotiation, attested)) {
+      co_return;
+    }
+    if (attested) {
+      co_await relay_attested(*attested, workload, /*network_first=*/false);
+    } else {
+      co_await relay(workload, remote);
+    }
+  }
+
+  // Intra-handshake attestation: false when the engine refused (the outcome is recorded).
+  bool early_outcome(const attested::early_attestation& early, const error_code& handshake) {
+    auto outcome = early.outcome();
+    if (!outcome) {
+      record_attestation_failure(outcome.error(), early.detail());
+      return false;
+    }
+    if (handshake) {
+      return true;
+    }
+    std::string summary;
+    if (const auto& r = early.peer_result()) {
+      summary = "peer=" + std::string(verify::to_string(r->status));
+      if (r->attested_key) {
+        summary += " key=sha256:" + attested::key_fingerprint(*r->attested_key);
+      }
+    }
+    if (early.attested()) {
+      summary += std::string(summary.empty() ? "" : " ") + "self=sent";
+    }
+    attestation_summary_ = summary.empty() ? "none" : summary;
+    return true;
+  }
+
+  [[nodiscard]] bool is_post_handshake() const {
+    return options_.attestation && options_.attestation->mode == attested::mode::post_handshake;
+  }
+
+  // Post-handshake attestation, before any workload byte: false when the connection must end
+  // (the outcome is recorded). `out` is set when the stream is framed.
+  asio::awaitable<bool> attest(tls::stream& tls,
+                               std::optional<attested::post_handshake_negotiation>& negotiation,
+                               std::optional<attested::attested_stream>& out) {
+    if (!negotiation) {
+      co_return true;
+    }
+    auto roles = negotiation->roles();
+    if (!roles) {
+      record_attestation_failure(roles.error(), "the peer did not offer attestation");
+      co_return false;
+    }
+    if (!roles->framed) {
+      attestation_summary_ = "none";
+      co_return true;
+    }
+    set_deadline(options_.timeouts.handshake, "attestation");
+    out.emplace(tls, *options_.attestation, *roles);
+    if (auto ec = co_await out->establish()) {
+      record_attestation_failure(ec, out->error_detail());
+      co_return false;
+    }
+    attestation_summary_ = summarize(*out, *roles);
+    co_return true;
+  }
+
+  static std::string summarize(const attested::attested_stream& stream,
+                               const attested::negotiated_roles& roles) {
+    std::string out;
+    if (roles.peer_attests && stream.peer_result()) {
+      const auto& r = *stream.peer_result();
+      out += "peer=" + std::string(verify::to_string(r.status));
+      if (r.attested_key) {
+        out += " key=sha256:" + attested::key_fingerprint(*r.attested_key);
+      }
+    }
+    if (roles.we_attest) {
+      out += std::string(out.empty() ? "" : " ") + "self=accepted";
+    }
+    return out.empty() ? "framed" : out;
+  }
+
+  void record_attestation_failure(const error_code& ec, const std::string& detail) {
+    const auto why = attested::reason_of(ec);
+    record(why == attested::reason::internal ? "error" : "rejected",
+           "attestation " + std::string(attested::to_string(why)) + ": " + describe(ec, detail));
+  }
+
+  // The relay on a framed stream, with the relying party asking again on its period.
+  template <class Workload>
+  asio::awaitable<void> relay_attested(attested::attested_stream& network, Workload& workload,
+                                       bool network_first) {
+    const auto period = options_.attestation->reattest_every;
+    if (period.count() == 0 || network.peer_attestations() == 0) {
+      if (network_first) {
+        co_await relay(network, workload);
+      } else {
+        co_await relay(workload, network);
+      }
+      co_return;
+    }
+    if (network_first) {
+      co_await (relay(network, workload) || reattest_periodically(network, period));
+    } else {
+      co_await (relay(workload, network) || reattest_periodically(network, period));
+    }
+  }
+
+  asio::awaitable<void> reattest_periodically(attested::attested_stream& network,
+                                              std::chrono::milliseconds period) {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    for (;;) {
+      timer.expires_after(period);
+      auto [ec] = co_await timer.async_wait(use_tuple);
+      if (ec) {
+        co_return;  // the relay ended
+      }
+      if (auto failed = co_await network.reattest()) {
+        record_attestation_failure(failed, network.error_detail());
+        co_return;
+      }
+    }
   }
 
   asio::awaitable<result<socket_type>> connect_upstream() {
@@ -218,6 +373,13 @@ class session {
     // never pass that on as a clean half-close.
     // A fatal alert before the peer sent any data is its verdict on our handshake (TLS 1.3
     // clients learn of a refused certificate only here).
+    if (attestation_failure(ec)) {
+      record_attestation_failure(ec, detail);
+      if (abort_legs_) {
+        abort_legs_();
+      }
+      return;
+    }
     const bool refused =
         ec == tls::errc::peer_alert && bytes_to_client_ == 0 && options_.mode == mode::outbound;
     const auto* outcome = ec == tls::errc::truncated ? "truncated" : refused ? "rejected" : "error";
@@ -227,9 +389,20 @@ class session {
     }
   }
 
-  void record_handshake_failure(const error_code& ec, const std::string& detail) {
+  void record_handshake_failure(
+      const error_code& ec, const std::string& detail,
+      const std::optional<attested::post_handshake_negotiation>& negotiation) {
+    if (negotiation && negotiation->refusal()) {
+      record_attestation_failure(negotiation->refusal(), "refused in the handshake");
+      return;
+    }
     record(ec == tls::errc::peer_rejected ? "rejected" : "error",
            "tls handshake: " + describe(ec, detail));
+  }
+
+  // An error from a re-attestation on a live connection, rather than from the transport.
+  static bool attestation_failure(const error_code& ec) {
+    return attested::reason_of(ec) != attested::reason::internal;
   }
 
   // Phases before relaying have a fixed deadline; the watchdog enforces it.
@@ -287,11 +460,13 @@ class session {
         std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started_);
     const auto level = outcome_ == "ok" ? spdlog::level::info : spdlog::level::warn;
     spdlog::log(level,
-                "connection closed listener={} id={} peer={} upstream={} tls={} "
+                "connection closed listener={} id={} peer={} upstream={} tls={} attestation={} "
                 "client_to_upstream={} upstream_to_client={} duration_ms={} outcome={} reason={}",
                 options_.name, control_->id, peer_, net::to_string(options_.upstream),
-                quote_for_log(tls_summary_.empty() ? "-" : tls_summary_), bytes_from_client_,
-                bytes_to_client_, elapsed.count(), outcome_, quote_for_log(reason_));
+                quote_for_log(tls_summary_.empty() ? "-" : tls_summary_),
+                quote_for_log(attestation_summary_.empty() ? "-" : attestation_summary_),
+                bytes_from_client_, bytes_to_client_, elapsed.count(), outcome_,
+                quote_for_log(reason_));
   }
 
   std::shared_ptr<listener_state> listener_;
@@ -301,6 +476,7 @@ class session {
   std::string peer_;
   asio::steady_timer timer_;
   std::string tls_summary_;
+  std::string attestation_summary_;
 
   const clock::time_point started_ = clock::now();
   const char* phase_ = "accept";

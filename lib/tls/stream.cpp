@@ -1,6 +1,7 @@
 #include "atls/tls/stream.hpp"
 
 #include <new>
+#include <string>
 #include <thread>
 
 #include <boost/asio/as_tuple.hpp>
@@ -185,8 +186,33 @@ asio::awaitable<void> stream::wait_for_key() {
   key_done_pending_ = false;
 }
 
+error_code stream::use_async_handshake() {
+  if (!context_.has_external_key() && (SSL_set_async_callback(ssl_, &stream::on_key_done) != 1 ||
+                                       SSL_set_async_callback_arg(ssl_, this) != 1)) {
+    return fail(errc::context_setup_failed);
+  }
+  async_handshake_ = true;
+  return {};
+}
+
+void stream::send_on_handshake_failure(std::vector<std::uint8_t> record, std::string detail) {
+  failure_record_ = std::move(record);
+  failure_detail_ = std::move(detail);
+}
+
+bool stream::note_received_alert() {
+  // OpenSSL reports a received alert as reason SSL_AD_REASON_OFFSET + alert number, including
+  // descriptions it does not know (rec_layer_s3.c keeps them as they came).
+  const auto reason = static_cast<int>(ERR_GET_REASON(ERR_peek_error()));
+  if (reason < SSL_AD_REASON_OFFSET || reason > SSL_AD_REASON_OFFSET + 255) {
+    return false;
+  }
+  received_alert_ = static_cast<std::uint8_t>(reason - SSL_AD_REASON_OFFSET);
+  return true;
+}
+
 asio::awaitable<error_code> stream::handshake() {
-  if (context_.has_external_key()) {
+  if (context_.has_external_key() || async_handshake_) {
     SSL_set_mode(ssl_, SSL_MODE_ASYNC);
   }
   // OpenSSL resumes a paused job correctly only on the thread that started it.
@@ -218,8 +244,12 @@ asio::awaitable<error_code> stream::handshake() {
     if (status == SSL_ERROR_SSL || status == SSL_ERROR_SYSCALL) {
       const long verify = SSL_get_verify_result(ssl_);
       const unsigned long reason = ERR_GET_REASON(ERR_peek_error());
+      const bool alerted = note_received_alert();
       failed = fail(errc::handshake_failed);
-      if (verify == X509_V_ERR_APPLICATION_VERIFICATION) {
+      if (alerted) {
+        detail_ = "peer sent alert " + std::to_string(*received_alert_) + " (" +
+                  SSL_alert_desc_string_long(*received_alert_) + ")";
+      } else if (verify == X509_V_ERR_APPLICATION_VERIFICATION) {
         failed = errc::peer_rejected;
         detail_ = "certificate names not in allow_dns/allow_uris";
       } else if (verify != X509_V_OK) {
@@ -229,11 +259,25 @@ asio::awaitable<error_code> stream::handshake() {
         failed = errc::peer_rejected;
         detail_ = "no client certificate";
       }
+    } else if (status == SSL_ERROR_WANT_RETRY_VERIFY && !failure_record_.empty()) {
+      // A verify callback stopped the handshake to end it with an alert of its own.
+      ERR_clear_error();
+      failed = errc::handshake_failed;
+    }
+    if (failed && !failure_record_.empty()) {
+      detail_ = failure_detail_;
     }
     // Send whatever the handshake produced, including the alert that reports a failure.
     if (auto ec = co_await flush(); ec && !failed) {
       detail_ = "sending handshake: " + ec.message();
       co_return ec;
+    }
+    if (failed && !failure_record_.empty()) {
+      // The alert OpenSSL could not send; a write error changes nothing, the handshake failed.
+      auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(failure_record_), use_tuple);
+      (void)ec;
+      (void)n;
+      co_return failed;
     }
     switch (status) {
       case SSL_ERROR_NONE:
@@ -304,6 +348,7 @@ asio::awaitable<std::tuple<error_code, std::size_t>> stream::read_some(
         // TLS 1.3 this is how a client learns that the server refused its certificate.
         const auto reason = static_cast<int>(ERR_GET_REASON(ERR_peek_error()));
         if (status == SSL_ERROR_SSL && reason >= SSL_AD_REASON_OFFSET) {
+          note_received_alert();
           ERR_clear_error();
           detail_ = SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET);
           co_return std::tuple{error_code{errc::peer_alert}, std::size_t{0}};

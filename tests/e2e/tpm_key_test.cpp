@@ -11,6 +11,7 @@
 
 #include "e2e/configs.hpp"
 #include "e2e/s_server.hpp"
+#include "e2e/tpm_identity.hpp"
 #include "support/daemon.hpp"
 #include "support/loopback.hpp"
 #include "support/swtpm.hpp"
@@ -23,44 +24,6 @@ using namespace std::chrono_literals;
 bool contains(const std::string& text, std::string_view part) {
   return text.find(part) != std::string::npos;
 }
-
-// A provisioned swtpm whose TIK holds a certificate from the test CA: what an operator has after
-// `atlsctl tpm provision`, `atlsctl tpm csr` and a round trip to their CA.
-struct tpm_identity {
-  tpm_identity(const temp_dir& dir, const pki& p, const std::string& san, const std::string& usage)
-      : simulator(dir), cert(dir / "tik.crt") {
-    const auto tcti = simulator.tcti();
-    REQUIRE(atlsctl({"tpm", "provision", "--tcti", tcti}).exit_code == 0);
-    const auto csr = dir / "tik.csr";
-    const auto made =
-        atlsctl({"tpm", "csr", "--tcti", tcti, "--subject", "/CN=tik", "--out", csr.string()});
-    INFO(made.err);
-    REQUIRE(made.exit_code == 0);
-    const auto ext = dir / "tik.ext";
-    std::ofstream(ext) << "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n"
-                       << "extendedKeyUsage=" << usage << "\nsubjectAltName=" << san << "\n";
-    const auto issued =
-        run({"openssl", "x509", "-req", "-in", csr.string(), "-CA", (p / "ca.crt").string(),
-             "-CAkey", (p / "ca.key").string(), "-CAcreateserial", "-days", "2", "-extfile",
-             ext.string(), "-out", cert.string()},
-            15s);
-    INFO(issued.err);
-    REQUIRE(issued.exit_code == 0);
-    const auto shown = atlsctl({"tpm", "show", "--json", "--tcti", tcti});
-    REQUIRE(shown.exit_code == 0);
-    tik_public_pem =
-        std::string(boost::json::parse(shown.out).at("tik").at("public_key_pem").as_string());
-  }
-
-  // The tpm section of the daemon's config.
-  [[nodiscard]] std::string config() const {
-    return "tpm:\n  tcti: \"" + simulator.tcti() + "\"\n";
-  }
-
-  swtpm simulator;
-  std::filesystem::path cert;
-  std::string tik_public_pem;
-};
 
 // An inbound listener whose certificate is the TIK's and whose key is tpm:tik.
 std::string tik_inbound(std::uint16_t port, std::uint16_t origin, const tpm_identity& tik) {

@@ -7,6 +7,8 @@
 #include <optional>
 #include <vector>
 
+#include <boost/asio/any_io_executor.hpp>
+
 #include "atls/attest/tpm.hpp"
 #include "atls/config/config.hpp"
 #include "atls/proxy/server.hpp"
@@ -22,13 +24,15 @@ struct assembled {
 
 // Loads and validates the config, then builds every listener's TLS context, which reads the
 // certificate, key and CA files. Problems with those files are reported at the config key that
-// names them.
-[[nodiscard]] assembled assemble(const std::filesystem::path& config_file);
+// names them. Verifier clients (Veraison) run their network I/O on io, which must run while the
+// listeners serve; a check that never serves may pass an executor nobody runs.
+[[nodiscard]] assembled assemble(const std::filesystem::path& config_file,
+                                 const boost::asio::any_io_executor& io);
 
 // The same for a config already loaded. A listener whose key is tpm:tik loads the TIK from tpm,
 // which is opened (from config.tpm) on first use when null.
 [[nodiscard]] std::vector<config::diagnostic> build_listeners(
     const config::daemon_config& config, std::vector<proxy::listener_options>& out,
-    std::shared_ptr<attest::tpm>& tpm);
+    std::shared_ptr<attest::tpm>& tpm, const boost::asio::any_io_executor& io);
 
 }  // namespace atls::app

@@ -7,6 +7,7 @@
 // another machine.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -39,6 +40,13 @@ class attester {
   // DER SubjectPublicKeyInfo of tls_key(): the key the evidence vouches for.
   [[nodiscard]] virtual const bytes& tls_public_key() const = 0;
 
+  // Runs `sign` with tls_key() where that key may sign synchronously without holding up an I/O
+  // thread (for a TPM key, the TPM's worker), and completes on the awaiting coroutine's
+  // executor. For signatures outside a TLS handshake, such as an exported authenticator's
+  // CertificateVerify. The default runs `sign` inline: right for software keys.
+  [[nodiscard]] virtual boost::asio::awaitable<result<bytes>> with_tls_key(
+      std::function<result<bytes>(EVP_PKEY*)> sign);
+
  protected:
   attester() = default;
   attester(const attester&) = default;
@@ -58,6 +66,8 @@ class tpm_attester final : public attester {
   [[nodiscard]] boost::asio::awaitable<result<evidence_bundle>> evidence(bytes nonce) override;
   [[nodiscard]] std::shared_ptr<EVP_PKEY> tls_key() const override { return tls_key_; }
   [[nodiscard]] const bytes& tls_public_key() const override { return tls_public_key_; }
+  [[nodiscard]] boost::asio::awaitable<result<bytes>> with_tls_key(
+      std::function<result<bytes>(EVP_PKEY*)> sign) override;
 
  private:
   tpm_attester(std::shared_ptr<tpm> device, pcr_selection pcrs, std::shared_ptr<EVP_PKEY> key,

@@ -11,6 +11,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include "atls/attested/settings.hpp"
 #include "atls/common/result.hpp"
 #include "atls/net/endpoint.hpp"
 #include "atls/net/event_loops.hpp"
@@ -39,6 +40,9 @@ struct listener_options {
   // Beyond this many open connections, new ones wait in the kernel's accept backlog.
   std::size_t max_connections = 1024;
   std::size_t buffer_size = std::size_t{16} * 1024;  // per direction
+  // Set: connections are attested as these settings say (the tls context must have been
+  // prepared for the mode: attested::install_post_handshake). Unset: plain TLS.
+  std::shared_ptr<const attested::settings> attestation;
 };
 
 class server {

@@ -10,14 +10,19 @@
 // several threads. Every other call happens while neither is active. Only the write side ever
 // waits for the socket to accept output; the read side never does (see read_some()).
 //
-// With an external key (a TPM key, context::has_external_key()), the handshake runs as an
-// OpenSSL ASYNC job that pauses while the key signs. OpenSSL can resume such a job only on the
-// thread that started it, so the socket's executor must then be run by exactly one thread.
+// With an external key (a TPM key, context::has_external_key()), or after use_async_handshake()
+// (intra-handshake attestation, whose callbacks pause for evidence and appraisal), the handshake
+// runs as an OpenSSL ASYNC job that pauses while that work runs. OpenSSL can resume such a job
+// only on the thread that started it, so the socket's executor must then be run by exactly one
+// thread.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
@@ -48,9 +53,28 @@ class stream {
   stream& operator=(stream&&) = delete;
 
   // Runs the handshake to completion. Fails with errc::handshake_failed, peer_rejected,
-  // handshake_eof, or the socket's error; error_detail() then says why. While an external key
-  // signs, cancellation waits for the signature: the paused job refers to this stream.
+  // handshake_eof, or the socket's error; error_detail() then says why, and received_alert()
+  // names the peer's fatal alert when one ended it. While an external key signs (or a callback
+  // paused the handshake, see use_async_handshake), cancellation waits for that work: the
+  // paused job refers to this stream.
   boost::asio::awaitable<error_code> handshake();
+
+  // Runs the handshake as an OpenSSL ASYNC job even without an external key, so that handshake
+  // callbacks may pause it (ASYNC_pause_job) and wake it through the job's wait-context
+  // callback, which posts to this stream's executor. Call before handshake(). Fails with
+  // errc::context_setup_failed when OpenSSL refuses the callback.
+  [[nodiscard]] error_code use_async_handshake();
+
+  // For OpenSSL callbacks during handshake(): when this handshake fails, write `record` (a
+  // complete TLS record, normally a fatal alert) to the socket after whatever OpenSSL produced,
+  // and report `detail`. OpenSSL 3.0 sends no alert whose description it does not know, such as
+  // the private-use alerts of the attestation drafts (tls1_alert_code() maps them to -1), so
+  // their sender frames the record itself. A handshake that stopped at SSL_ERROR_WANT_RETRY_VERIFY
+  // (a verify callback's SSL_set_retry_verify) counts as failed once a record is set.
+  void send_on_handshake_failure(std::vector<std::uint8_t> record, std::string detail);
+
+  // The description of the fatal alert the peer sent, once one ended the handshake or a read.
+  [[nodiscard]] std::optional<std::uint8_t> received_alert() const { return received_alert_; }
 
   // Reads at least one byte of application data. Returns asio::error::eof once the peer's
   // close_notify arrived (its write side is closed; ours stays open), errc::truncated when TCP
@@ -82,6 +106,8 @@ class stream {
   boost::asio::awaitable<error_code> flush();  // SSL -> socket, everything SSL has produced
   void try_send_pending();     // what the socket takes now without waiting; for the read side
   error_code fail(errc code);  // records the detail for a failed SSL call
+  // Records the peer's alert when the error queue's first entry is one; true if it was.
+  bool note_received_alert();
   // Until the external key's operation that paused the handshake has finished.
   boost::asio::awaitable<void> wait_for_key();
   static int on_key_done(SSL* ssl, void* self);  // OpenSSL's async callback, on the key's thread
@@ -96,6 +122,10 @@ class stream {
   std::string detail_;
   boost::asio::steady_timer key_done_;  // cancelled when the external key has finished
   bool key_done_pending_ = false;
+  bool async_handshake_ = false;  // use_async_handshake() was called
+  std::vector<std::uint8_t> failure_record_;
+  std::string failure_detail_;
+  std::optional<std::uint8_t> received_alert_;
 };
 
 }  // namespace atls::tls

@@ -1,0 +1,163 @@
+// Post-handshake attestation (RFC 9261 Exported Authenticators with draft-fossati-seat-expat)
+// on a framed TLS stream (tls/attestation_framing.hpp, PROTOCOL-NOTES.md "Transport"):
+//
+//  1. negotiation: the client offers in its ClientHello (will it attest, does it want the server
+//     to), the server answers in EncryptedExtensions. A relying party whose policy requires
+//     attestation refuses a peer that cannot give it: the server with the attestation_required
+//     alert in the handshake, the client after it (OpenSSL gives a client no hook to alert on an
+//     absent extension), closing before any byte;
+//  2. the exchange: each relying party sends an authenticator request asking for evidence, the
+//     attester answers with an authenticator whose first certificate carries a CMW bound to the
+//     binder Hash(public key ‖ TLS-Exporter(label, request context, 32)), the relying party
+//     appraises it and sends a verdict;
+//  3. the relay: workload bytes travel in data frames, once every exchange has been accepted;
+//     a relying party may ask again at any time (re-attestation), between data frames.
+//
+// Binding: the binder comes from this connection's exporter, which only its two endpoints know,
+// and from the key whose signature the authenticator carries. Evidence replayed from another
+// connection carries another binder (wrong_nonce); evidence about another key fails the key check
+// (key_mismatch). When the peer authenticated with a certificate in the handshake, the
+// authenticator's key must be that certificate's key, so that attestation and identity name
+// the same endpoint.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+
+#include "atls/attested/settings.hpp"
+#include "atls/common/result.hpp"
+#include "atls/net/async_event.hpp"
+#include "atls/tls/attestation_framing.hpp"
+#include "atls/tls/stream.hpp"
+#include "atls/verify/attestation_result.hpp"
+
+using SSL_CTX = struct ssl_ctx_st;
+
+namespace atls::attested {
+
+using bytes = std::vector<std::uint8_t>;
+
+// Registers the offer extension on ctx (once, before connections are made from it). A connection
+// without a post_handshake_negotiation attached is unaffected: it neither offers nor answers.
+// Fails with tls::errc::context_setup_failed.
+[[nodiscard]] result<void> install_post_handshake(SSL_CTX* ctx,
+                                                  const tls::attestation_code_points& points);
+
+// Who does what on one connection, once the handshake is done.
+struct negotiated_roles {
+  bool framed = false;        // both sides agreed: every byte travels in frames
+  bool peer_attests = false;  // we send requests and appraise (we are the relying party)
+  bool we_attest = false;     // we answer requests with evidence
+};
+
+// The offer of one connection: attach before its handshake, read after it. Lives as long as the
+// handshake; the stream is borrowed.
+class post_handshake_negotiation {
+ public:
+  post_handshake_negotiation(tls::stream& stream, const settings& settings, bool is_server);
+  ~post_handshake_negotiation();
+  post_handshake_negotiation(const post_handshake_negotiation&) = delete;
+  post_handshake_negotiation& operator=(const post_handshake_negotiation&) = delete;
+  post_handshake_negotiation(post_handshake_negotiation&&) = delete;
+  post_handshake_negotiation& operator=(post_handshake_negotiation&&) = delete;
+
+  // After a successful handshake: the roles, or tls::errc::attestation_required when our policy
+  // requires the peer to attest and it did not agree to.
+  [[nodiscard]] result<negotiated_roles> roles() const;
+
+  // Why the handshake was refused on our side, when it was (our alert); empty otherwise.
+  [[nodiscard]] const error_code& refusal() const { return refusal_; }
+
+  // The extension callbacks' view; not for other callers.
+  struct callbacks;
+
+ private:
+  tls::stream& stream_;
+  SSL* ssl_;
+  const settings& settings_;
+  bool is_server_;
+  bytes sent_;  // our offer or answer, alive while OpenSSL writes it
+  std::optional<tls::post_handshake_offer> peer_offer_;
+  error_code refusal_;
+};
+
+// A TLS stream after a negotiated handshake, speaking frames. Same interface as tls::stream for
+// the relay (read_some, write, shutdown_send, close, error_detail), plus the attestation
+// exchanges. One reader and one writer may be active at once, as on tls::stream; control frames
+// that the reader must answer wait for the writer's frame to finish.
+class attested_stream {
+ public:
+  attested_stream(tls::stream& tls, const settings& settings, negotiated_roles roles);
+
+  // Runs the first exchange in each direction that the roles call for, and completes when every
+  // one has been accepted. Fails with the reason's error (reason_of names it); error_detail()
+  // says more. No data frame may arrive before: one that does is malformed_frame.
+  boost::asio::awaitable<error_code> establish();
+
+  // A new request to the attesting peer (re-attestation); the answer is handled by the reader
+  // (read_some), which fails the connection if it is refused. Fails when a previous request is
+  // still unanswered or the write fails.
+  boost::asio::awaitable<error_code> reattest();
+  // Whether a request we sent is still unanswered.
+  [[nodiscard]] bool awaiting_answer() const { return pending_request_.has_value(); }
+
+  boost::asio::awaitable<std::tuple<error_code, std::size_t>> read_some(
+      boost::asio::mutable_buffer buffer);
+  boost::asio::awaitable<error_code> write(boost::asio::const_buffer buffer);
+  boost::asio::awaitable<error_code> shutdown_send();
+  void close();
+  [[nodiscard]] const std::string& error_detail() const { return detail_; }
+
+  // The peer's last accepted attestation result, when it attests.
+  [[nodiscard]] const std::optional<verify::attestation_result>& peer_result() const {
+    return peer_result_;
+  }
+  // How many exchanges were accepted in each direction.
+  [[nodiscard]] std::size_t peer_attestations() const { return peer_accepted_; }
+  [[nodiscard]] std::size_t own_attestations() const { return own_accepted_; }
+
+ private:
+  boost::asio::awaitable<error_code> send_request();
+  boost::asio::awaitable<error_code> send_frame(tls::frame_type type, const bytes& payload);
+  // The next frame from the peer, or an error (eof included).
+  boost::asio::awaitable<result<tls::frame>> next_frame();
+  // Handles a control frame; data frames are the caller's.
+  boost::asio::awaitable<error_code> handle(tls::frame& frame);
+  boost::asio::awaitable<error_code> answer_request(const bytes& request);
+  boost::asio::awaitable<error_code> judge_authenticator(const bytes& authenticator);
+  // The relying party's decision on one authenticator; detail says why it refused.
+  boost::asio::awaitable<result<verify::attestation_result>> decide(const bytes& request,
+                                                                    const bytes& context,
+                                                                    const bytes& authenticator,
+                                                                    std::string& detail);
+  error_code take_verdict(const bytes& payload);
+  error_code fail(error_code ec, std::string detail);
+
+  tls::stream& tls_;
+  const settings& settings_;
+  negotiated_roles roles_;
+  tls::authenticator_session session_;
+  tls::frame_reader reader_;
+  std::vector<std::uint8_t> read_buffer_;
+  bytes data_;  // payload of the data frame being delivered
+  std::size_t data_offset_ = 0;
+  bool writing_ = false;
+  net::async_event written_;
+  bytes out_;  // the frame being written
+
+  std::optional<bytes> pending_request_;   // our request, until its authenticator arrives
+  std::optional<bytes> answered_context_;  // the context we answered, until its verdict
+  std::optional<verify::attestation_result> peer_result_;
+  std::size_t peer_accepted_ = 0;
+  std::size_t own_accepted_ = 0;
+  std::string detail_;
+};
+
+}  // namespace atls::attested
