@@ -729,7 +729,11 @@ class checker : public detail::checker_base {
 
   // `self`. model is unset when its own value was wrong, and the rules that depend on it are
   // then skipped.
-  self_attestation check_self(const value_ref& v, std::optional<attestation_model> model) {
+  static bool is(const attestation_model* model, attestation_model value) {
+    return model != nullptr && *model == value;
+  }
+
+  self_attestation check_self(const value_ref& v, const attestation_model* model) {
     self_attestation out;
     out.where = pos(v.owner);
     const auto m = open_mapping(v, self_keys);
@@ -743,15 +747,15 @@ class checker : public detail::checker_base {
     }
     // A key that the model refuses is reported once, below, without also checking what is in it.
     const auto* veraison = m->find("veraison");
-    if (veraison != nullptr && model != attestation_model::background_check) {
+    if (veraison != nullptr && !is(model, attestation_model::background_check)) {
       out.veraison = check_veraison(veraison->value);
     }
-    if (model == attestation_model::passport && veraison == nullptr) {
+    if (is(model, attestation_model::passport) && veraison == nullptr) {
       error(m->self.owner, m->self.path,
             "model passport needs 'veraison': the service that appraises this sidecar's "
             "evidence and issues the attestation result it presents");
     }
-    if (model == attestation_model::background_check && veraison != nullptr) {
+    if (is(model, attestation_model::background_check) && veraison != nullptr) {
       error(veraison->key_mark, veraison->value.path,
             "'veraison' under self applies to model passport only: with background-check the "
             "peer's verifier appraises this sidecar's evidence");
@@ -761,8 +765,7 @@ class checker : public detail::checker_base {
 
   // `peer`. model is unset when its own value was wrong; needs_pin says that nothing but
   // attestation identifies the peer (an inbound listener without tls.client_auth).
-  peer_attestation check_peer(const value_ref& v, std::optional<attestation_model> model,
-                              bool needs_pin) {
+  peer_attestation check_peer(const value_ref& v, const attestation_model* model, bool needs_pin) {
     peer_attestation out;
     out.where = pos(v.owner);
     const auto m = open_mapping(v, peer_keys);
@@ -774,8 +777,8 @@ class checker : public detail::checker_base {
     }
     // A key that the model or the verifier refuses is reported once, by the rules below,
     // without also checking what is in it. Unset model or kind (a wrong value): check it all.
-    const bool passport = model == attestation_model::passport;
-    const bool background_check = model == attestation_model::background_check;
+    const bool passport = is(model, attestation_model::passport);
+    const bool background_check = is(model, attestation_model::background_check);
     const auto* verifier = m->find("verifier");
     std::optional<verifier_kind> kind = out.verifier;
     if (verifier != nullptr && !passport) {
@@ -900,24 +903,31 @@ class checker : public detail::checker_base {
       return out;
     }
     // Each unset when its value was wrong: the rules that depend on it are then skipped.
-    std::optional<attestation_mode> mode = out.mode;
-    std::optional<attestation_model> model = out.model;
+    // (Flags and a pointer rather than std::optional of an enum: GCC 12 at -O2 warns that such
+    // an optional "may be used uninitialized" where it cannot be.)
+    bool mode_known = true;
+    bool model_known = true;
     if (const auto* e = m->find("mode")) {
       const auto i = get_choice(e->value, attestation_modes);
-      mode = i ? std::optional(static_cast<attestation_mode>(*i)) : std::nullopt;
-      out.mode = mode.value_or(out.mode);
+      mode_known = i.has_value();
+      if (i) {
+        out.mode = static_cast<attestation_mode>(*i);
+      }
     }
     if (const auto* e = m->find("model")) {
       const auto i = get_choice(e->value, attestation_models);
-      model = i ? std::optional(static_cast<attestation_model>(*i)) : std::nullopt;
-      out.model = model.value_or(out.model);
+      model_known = i.has_value();
+      if (i) {
+        out.model = static_cast<attestation_model>(*i);
+      }
     }
+    const attestation_model* model = model_known ? &out.model : nullptr;
     if (const auto* e = m->find("reattest_every")) {
       if (const auto d = get_duration(e->value, true)) {
         out.reattest_every = *d;
         // Intra-handshake evidence is bound to the handshake (draft-fossati-seat-early-
         // attestation); only a post-handshake exchange can be repeated on an open connection.
-        if (d->count() > 0 && mode == attestation_mode::intra_handshake) {
+        if (d->count() > 0 && mode_known && out.mode == attestation_mode::intra_handshake) {
           error(e->value.mark, e->value.path,
                 "re-attestation needs mode post-handshake: intra-handshake attestation happens "
                 "once, inside the handshake");

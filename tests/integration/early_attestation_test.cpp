@@ -29,6 +29,7 @@
 #include "atls/tls/stream.hpp"
 #include "atls/verify/local_verifier.hpp"
 
+#include "integration/attested_machine.hpp"
 #include "support/process.hpp"
 #include "support/replay_attester.hpp"
 #include "support/swtpm.hpp"
@@ -42,70 +43,7 @@ using asio::experimental::awaitable_operators::operator&&;
 using namespace std::chrono_literals;
 using socket_type = asio::generic::stream_protocol::socket;
 
-const attest::pcr_selection pcrs_0_to_7{.hash_alg = 0x000B, .pcrs = {0, 1, 2, 3, 4, 5, 6, 7}};
 const tls::attestation_code_points points;
-
-// An attester that remembers the last evidence it gave: connection A's, to replay into B.
-class recording_attester final : public attest::attester {
- public:
-  explicit recording_attester(std::shared_ptr<attest::attester> inner) : inner_(std::move(inner)) {}
-  asio::awaitable<result<attest::evidence_bundle>> evidence(attest::bytes nonce) override {
-    auto got = co_await inner_->evidence(std::move(nonce));
-    if (got) {
-      last = *got;
-    }
-    co_return got;
-  }
-  [[nodiscard]] std::shared_ptr<EVP_PKEY> tls_key() const override { return inner_->tls_key(); }
-  [[nodiscard]] const attest::bytes& tls_public_key() const override {
-    return inner_->tls_public_key();
-  }
-  std::optional<attest::evidence_bundle> last;
-
- private:
-  std::shared_ptr<attest::attester> inner_;
-};
-
-// One machine: a provisioned swtpm, its attester, and a self-signed certificate for its TIK.
-struct machine {
-  explicit machine(const std::string& name) : simulator(work) {
-    device = std::make_shared<attest::tpm>(attest::tpm_options{.tcti = simulator.tcti()});
-    const auto provisioned = device->provision();
-    REQUIRE(provisioned.has_value());
-    ak_spki = provisioned->keys.ak.spki_der;
-    auto opened = attest::tpm_attester::open(device, pcrs_0_to_7);
-    REQUIRE(opened.has_value());
-    attester = std::make_shared<recording_attester>(std::move(*opened));
-    certificate = certify(*attester, name);
-  }
-
-  // A certificate for the attester's key, valid as its own trust anchor.
-  std::filesystem::path certify(const attest::attester& a, const std::string& name) const {
-    auto pem = tls::self_signed_certificate_pem(
-        a.tls_key().get(), {.subject = "/CN=" + name, .subject_alt_names = "DNS:" + name});
-    REQUIRE(pem.has_value());
-    auto file = work.path() / (name + "-" + std::to_string(++counter) + ".crt");
-    std::ofstream(file) << *pem;
-    return file;
-  }
-
-  test::temp_dir work;  // this machine's own: swtpm keeps its state there
-  test::swtpm simulator;
-  std::shared_ptr<attest::tpm> device;
-  attest::bytes ak_spki;
-  std::shared_ptr<recording_attester> attester;
-  std::filesystem::path certificate;
-  mutable int counter = 0;
-};
-
-std::shared_ptr<verify::verifier> local_verifier_for(const machine& m, std::uint8_t pcr_value = 0) {
-  verify::pcr_values reference;
-  for (std::uint8_t pcr = 0; pcr < 8; ++pcr) {
-    reference.values.emplace(pcr, attest::bytes(32, pcr_value));
-  }
-  return std::make_shared<verify::local_verifier>(
-      verify::local_verifier_options{.trusted_aks = {m.ak_spki}, .reference = reference});
-}
 
 relying_party relying_on(const machine& m) {
   relying_party rp;
