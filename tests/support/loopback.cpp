@@ -21,14 +21,6 @@ namespace atls::test {
 
 namespace {
 
-sockaddr_in loopback_address(std::uint16_t port) {
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return addr;
-}
-
 void set_timeouts(int fd, std::chrono::milliseconds timeout) {
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
@@ -79,8 +71,18 @@ void socket_fd::reset() {
   }
 }
 
+sockaddr_in loopback_address(std::uint16_t port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return addr;
+}
+
+// Every socket here is close-on-exec: the tests spawn curl, openssl, swtpm and atlsd, and a child
+// that inherits a listener or a connection keeps it open behind the test's back.
 std::uint16_t free_port() {
-  const socket_fd fd(::socket(AF_INET, SOCK_STREAM, 0));
+  const socket_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   auto addr = loopback_address(0);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     throw std::runtime_error("bind to a free port failed");
@@ -91,7 +93,7 @@ std::uint16_t free_port() {
 }
 
 socket_fd connect_loopback(std::uint16_t port, std::chrono::milliseconds io_timeout) {
-  socket_fd fd(::socket(AF_INET, SOCK_STREAM, 0));
+  socket_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   auto addr = loopback_address(port);
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     return {};
@@ -141,7 +143,7 @@ bool closed_by_peer(int fd) {
 }
 
 loopback_server::loopback_server(handler h) : handler_(std::move(h)) {
-  listener_ = socket_fd(::socket(AF_INET, SOCK_STREAM, 0));
+  listener_ = socket_fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   const int one = 1;
   setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   auto addr = loopback_address(0);
@@ -157,7 +159,7 @@ loopback_server::loopback_server(handler h) : handler_(std::move(h)) {
 
 loopback_server::loopback_server(handler h, const std::filesystem::path& unix_path)
     : handler_(std::move(h)) {
-  listener_ = socket_fd(::socket(AF_UNIX, SOCK_STREAM, 0));
+  listener_ = socket_fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, unix_path.c_str(), sizeof addr.sun_path - 1);
@@ -188,7 +190,7 @@ void loopback_server::serve() {
     if (ready <= 0) {
       continue;
     }
-    const int fd = ::accept(listener_.get(), nullptr, nullptr);
+    const int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
       continue;
     }

@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include <netinet/in.h>
+
 using SSL = struct ssl_st;
 using SSL_CTX = struct ssl_ctx_st;
 
@@ -22,6 +24,9 @@ namespace atls::test {
 
 // A port that was free a moment ago on 127.0.0.1.
 std::uint16_t free_port();
+
+// 127.0.0.1:port, for bind and connect.
+sockaddr_in loopback_address(std::uint16_t port);
 
 // An owned file descriptor.
 class socket_fd {

@@ -14,7 +14,7 @@ namespace atls::test {
 namespace {
 
 bool port_free(std::uint16_t port) {
-  const socket_fd fd(::socket(AF_INET, SOCK_STREAM, 0));
+  const socket_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
