@@ -182,16 +182,8 @@ class session {
     if (handshake) {
       return true;
     }
-    std::string summary;
-    if (const auto& r = early.peer_result()) {
-      summary = "peer=" + std::string(verify::to_string(r->status));
-      if (r->attested_key) {
-        summary += " key=sha256:" + attested::key_fingerprint(*r->attested_key);
-      }
-    }
-    if (early.attested()) {
-      summary += std::string(summary.empty() ? "" : " ") + "self=sent";
-    }
+    const auto* peer = early.peer_result() ? &*early.peer_result() : nullptr;
+    const auto summary = summarize(peer, early.attested() ? "sent" : nullptr);
     attestation_summary_ = summary.empty() ? "none" : summary;
     return true;
   }
@@ -223,24 +215,26 @@ class session {
       record_attestation_failure(ec, out->error_detail());
       co_return false;
     }
-    attestation_summary_ = summarize(*out, *roles);
+    const auto* peer = roles->peer_attests && out->peer_result() ? &*out->peer_result() : nullptr;
+    const auto summary = summarize(peer, roles->we_attest ? "accepted" : nullptr);
+    attestation_summary_ = summary.empty() ? "framed" : summary;
     co_return true;
   }
 
-  static std::string summarize(const attested::attested_stream& stream,
-                               const attested::negotiated_roles& roles) {
+  // The log line's attestation field, either mode: what the peer proved, and what became of
+  // our own attestation (`self`: null when we did not attest).
+  static std::string summarize(const verify::attestation_result* peer, const char* self) {
     std::string out;
-    if (roles.peer_attests && stream.peer_result()) {
-      const auto& r = *stream.peer_result();
-      out += "peer=" + std::string(verify::to_string(r.status));
-      if (r.attested_key) {
-        out += " key=sha256:" + attested::key_fingerprint(*r.attested_key);
+    if (peer != nullptr) {
+      out += "peer=" + std::string(verify::to_string(peer->status));
+      if (peer->attested_key) {
+        out += " key=sha256:" + attested::key_fingerprint(*peer->attested_key);
       }
     }
-    if (roles.we_attest) {
-      out += std::string(out.empty() ? "" : " ") + "self=accepted";
+    if (self != nullptr) {
+      out += std::string(out.empty() ? "" : " ") + "self=" + self;
     }
-    return out.empty() ? "framed" : out;
+    return out;
   }
 
   void record_attestation_failure(const error_code& ec, const std::string& detail) {

@@ -51,19 +51,26 @@ result<post_handshake_offer> decode_post_handshake_offer(
       .wants_attestation = (extension_data[1] & wants_attestation_flag) != 0};
 }
 
-result<bytes> encode_frame(const frame& value) {
-  const auto cap = payload_cap(static_cast<std::uint8_t>(value.type));
+result<std::array<std::uint8_t, frame_header_size>> encode_frame_header(frame_type type,
+                                                                        std::size_t payload_size) {
+  const auto cap = payload_cap(static_cast<std::uint8_t>(type));
   // An empty frame of any type means nothing, and refusing it keeps one encoding per meaning.
-  if (!cap || value.payload.empty() || value.payload.size() > *cap) {
+  if (!cap || payload_size == 0 || payload_size > *cap) {
     return errc::malformed_frame;
   }
-  const std::size_t size = value.payload.size();
+  return std::array<std::uint8_t, frame_header_size>{
+      static_cast<std::uint8_t>(type), static_cast<std::uint8_t>(payload_size >> 16),
+      static_cast<std::uint8_t>(payload_size >> 8), static_cast<std::uint8_t>(payload_size)};
+}
+
+result<bytes> encode_frame(const frame& value) {
+  auto header = encode_frame_header(value.type, value.payload.size());
+  if (!header) {
+    return header.error();
+  }
   bytes out;
-  out.reserve(frame_header_size + size);
-  out.push_back(static_cast<std::uint8_t>(value.type));
-  out.push_back(static_cast<std::uint8_t>(size >> 16));
-  out.push_back(static_cast<std::uint8_t>(size >> 8));
-  out.push_back(static_cast<std::uint8_t>(size));
+  out.reserve(frame_header_size + value.payload.size());
+  out.assign(header->begin(), header->end());
   out.insert(out.end(), value.payload.begin(), value.payload.end());
   return out;
 }

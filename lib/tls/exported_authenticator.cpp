@@ -414,6 +414,37 @@ authenticator_request_kind kind_sent_by(bool server) {
                 : authenticator_request_kind::client_certificate_request;
 }
 
+// What every authenticator this side creates starts from: the request it answers and the keys
+// of the creating side.
+struct answer_basis {
+  authenticator_request request;
+  authenticator_keys keys;
+};
+
+// Fails with errc::malformed_authenticator when request does not decode or is not of the kind
+// our peer sends (we create, so the peer asked), errc::protocol_error as authenticator_hash and
+// exporter. The keys come before the callers' own checks: on an established TLS 1.3 connection
+// the exporter fails only when OpenSSL cannot allocate, so no refusal changes its reason.
+result<answer_basis> answer_basis_for(SSL* ssl, byte_span request) {
+  auto decoded = decode_request(request);
+  if (!decoded) {
+    return decoded.error();
+  }
+  const auto md = authenticator_hash(ssl);
+  if (!md) {
+    return md.error();
+  }
+  const bool server = SSL_is_server(ssl) == 1;
+  if (decoded->kind != kind_sent_by(!server)) {
+    return error_code(errc::malformed_authenticator);
+  }
+  auto keys = keys_for(ssl, *md, server);
+  if (!keys) {
+    return keys.error();
+  }
+  return answer_basis{std::move(*decoded), std::move(*keys)};
+}
+
 // RFC 9261 §5.2.2: 64 × 0x20 ‖ "Exported Authenticator" ‖ 0x00 ‖
 // Hash(Handshake Context ‖ authenticator request ‖ Certificate).
 result<bytes> signed_content(const authenticator_keys& keys, byte_span request,
@@ -770,28 +801,20 @@ result<prepared_authenticator> prepare_authenticator(
     std::optional<std::span<const std::uint8_t>> cmw, authenticator_session& session,
     const authenticator_options& options) {
   const openssl_error_scope errors;
-  const auto decoded = decode_request(request);
-  if (!decoded) {
-    return decoded.error();
+  const auto basis = answer_basis_for(ssl, request);
+  if (!basis) {
+    return basis.error();
   }
-  const auto md = authenticator_hash(ssl);
-  if (!md) {
-    return md.error();
-  }
-  // We create, so the request must be of the kind our peer sends.
-  const bool server = SSL_is_server(ssl) == 1;
-  if (decoded->kind != kind_sent_by(!server)) {
-    return error_code(errc::malformed_authenticator);
-  }
+  const auto& decoded = basis->request;
   // RFC 9261 §5.2: no authenticator for a context already answered or accepted.
-  if (session.used(decoded->context)) {
+  if (session.used(decoded.context)) {
     return error_code(errc::authenticator_context_reused);
   }
 
   // draft-fossati-seat-expat: the request signals attestation with an EMPTY cmw_attestation;
   // the answer carries it only if asked (RFC 9261 §5.2.1: only requested extensions).
   const auto* asked =
-      find_extension(decoded->extensions, options.code_points.cmw_attestation_extension);
+      find_extension(decoded.extensions, options.code_points.cmw_attestation_extension);
   if (asked != nullptr && !asked->data.empty()) {
     return error_code(errc::malformed_attestation_extension);
   }
@@ -806,7 +829,7 @@ result<prepared_authenticator> prepare_authenticator(
       std::find(chain.begin(), chain.end(), nullptr) != chain.end()) {
     return error_code(errc::certificate_unusable);
   }
-  certificate_message certificate{.context = decoded->context};
+  certificate_message certificate{.context = decoded.context};
   for (X509* cert : chain) {
     auto der = der_of(cert);
     if (!der || der->size() > max_certificate_size) {
@@ -828,7 +851,7 @@ result<prepared_authenticator> prepare_authenticator(
   }
   // The requester's order of preference decides (RFC 8446 §4.2.3).
   const scheme_info* chosen = nullptr;
-  for (const auto code : requested_signature_schemes(*decoded)) {
+  for (const auto code : requested_signature_schemes(decoded)) {
     const auto* candidate = find_scheme(code);
     if (candidate != nullptr && fits(*candidate, leaf_key)) {
       chosen = candidate;
@@ -848,16 +871,12 @@ result<prepared_authenticator> prepare_authenticator(
           max_authenticator_size) {
     return error_code(errc::certificate_unusable);
   }
-  auto keys = keys_for(ssl, *md, server);
-  if (!keys) {
-    return keys.error();
-  }
-  auto content = signed_content(*keys, out.request, out.certificate);
+  auto content = signed_content(basis->keys, out.request, out.certificate);
   if (!content) {
     return content.error();
   }
   out.to_be_signed = std::move(*content);
-  session.remember(decoded->context);
+  session.remember(decoded.context);
   return out;
 }
 
@@ -887,25 +906,18 @@ result<bytes> finish_authenticator(SSL* ssl, const prepared_authenticator& prepa
                                    std::span<const std::uint8_t> signature) {
   const openssl_error_scope errors;
   const error_code malformed = errc::malformed_authenticator;
-  const auto decoded = decode_request(prepared.request);
-  if (!decoded) {
-    return decoded.error();
+  const auto basis = answer_basis_for(ssl, prepared.request);
+  if (!basis) {
+    return basis.error();
   }
-  const auto md = authenticator_hash(ssl);
-  if (!md) {
-    return md.error();
-  }
-  const bool server = SSL_is_server(ssl) == 1;
-  if (decoded->kind != kind_sent_by(!server)) {
-    return malformed;
-  }
+  const auto& keys = basis->keys;
   // The Certificate must be one prepare_authenticator wrote: its context, its leaf.
   reader in(prepared.certificate);
   handshake_message message;
   certificate_message certificate;
   if (!read_handshake(in, message) || !in.empty() || message.type != handshake_certificate ||
       !parse_certificate_body(message.body, certificate) ||
-      certificate.context != decoded->context) {
+      certificate.context != basis->request.context) {
     return malformed;
   }
   const auto leaf = parse_certificate(certificate.entries.front().cert_data);
@@ -916,12 +928,8 @@ result<bytes> finish_authenticator(SSL* ssl, const prepared_authenticator& prepa
     return malformed;
   }
 
-  auto keys = keys_for(ssl, *md, server);
-  if (!keys) {
-    return keys.error();
-  }
   // Prepared on this connection? The content signed includes its Handshake Context.
-  const auto content = signed_content(*keys, prepared.request, prepared.certificate);
+  const auto content = signed_content(keys, prepared.request, prepared.certificate);
   if (!content) {
     return content.error();
   }
@@ -937,7 +945,7 @@ result<bytes> finish_authenticator(SSL* ssl, const prepared_authenticator& prepa
   const auto verify_start = out.size();
   put_certificate_verify(out, prepared.signature_scheme, signature);
   const byte_span verify_message = byte_span(out).subspan(verify_start);
-  auto finished = finished_mac(*keys, {prepared.request, prepared.certificate, verify_message});
+  auto finished = finished_mac(keys, {prepared.request, prepared.certificate, verify_message});
   if (!finished) {
     return finished.error();
   }
@@ -947,23 +955,11 @@ result<bytes> finish_authenticator(SSL* ssl, const prepared_authenticator& prepa
 
 result<bytes> make_empty_authenticator(SSL* ssl, std::span<const std::uint8_t> request) {
   const openssl_error_scope errors;
-  const auto decoded = decode_request(request);
-  if (!decoded) {
-    return decoded.error();
+  const auto basis = answer_basis_for(ssl, request);
+  if (!basis) {
+    return basis.error();
   }
-  const auto md = authenticator_hash(ssl);
-  if (!md) {
-    return md.error();
-  }
-  const bool server = SSL_is_server(ssl) == 1;
-  if (decoded->kind != kind_sent_by(!server)) {
-    return error_code(errc::malformed_authenticator);
-  }
-  auto keys = keys_for(ssl, *md, server);
-  if (!keys) {
-    return keys.error();
-  }
-  auto finished = finished_mac(*keys, {request, empty_certificate(decoded->context)});
+  auto finished = finished_mac(basis->keys, {request, empty_certificate(basis->request.context)});
   if (!finished) {
     return finished.error();
   }

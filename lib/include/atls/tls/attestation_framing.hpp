@@ -19,6 +19,7 @@
 // errc::malformed_frame (frames).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -81,6 +82,11 @@ struct frame {
 // The header and payload. Fails with errc::malformed_frame for a payload its type does not
 // allow (empty, or over the type's cap).
 [[nodiscard]] result<bytes> encode_frame(const frame& value);
+
+// The header alone, for a writer that puts the payload after it in its own buffer. Fails like
+// encode_frame for a size its type does not allow.
+[[nodiscard]] result<std::array<std::uint8_t, frame_header_size>> encode_frame_header(
+    frame_type type, std::size_t payload_size);
 
 // The relying party's outcome for the request with this context: reason 0 is accepted,
 // anything else the error value (category and code) that refused it, so that the attester's log
