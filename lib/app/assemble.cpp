@@ -2,8 +2,6 @@
 
 #include <array>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include <boost/asio/io_context.hpp>
@@ -164,25 +162,11 @@ detailed_result<tls::context> make_context(const config::listener& listener, std
   return ctx;
 }
 
-std::optional<std::string> read_text_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return std::nullopt;
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) {
-    return std::nullopt;
-  }
-  return text.str();
-}
-
 // A PEM public key named in the config, read and parsed now; problems point at its key.
 std::optional<verify::verification_key> load_public_key(const config::file_ref& file,
                                                         std::vector<config::diagnostic>& errors) {
-  auto pem = read_text_file(file.path);
+  auto pem = config::read_named_file(file, errors);
   if (!pem) {
-    errors.push_back({file.where, file.key, "cannot read " + file.path.string()});
     return std::nullopt;
   }
   auto key = verify::parse_public_key_pem(*pem);
@@ -213,10 +197,8 @@ std::shared_ptr<verify::verifier> make_veraison(const config::veraison_settings&
     options.ear_key = std::move(*key);
   }
   if (settings.token) {
-    auto token = read_text_file(settings.token->path);
+    auto token = config::read_named_file(*settings.token, errors);
     if (!token) {
-      errors.push_back({settings.token->where, settings.token->key,
-                        "cannot read " + settings.token->path.string()});
       return nullptr;
     }
     while (!token->empty() && (token->back() == '\n' || token->back() == '\r')) {
@@ -258,6 +240,13 @@ std::shared_ptr<const attested::settings> make_attestation(
                         tpm.describe() + ": " + attester.error().message()});
     } else {
       out->self = attested::attesting_party{.attester = std::move(*attester), .model = model};
+      if (model == attested::model::passport && config.self->veraison) {
+        if (auto verifier = make_veraison(*config.self->veraison, io, errors)) {
+          out->self->passport =
+              attested::passport::start(io, out->self->attester, std::move(verifier),
+                                        {.refresh_every = config.self->refresh_every});
+        }
+      }
     }
   }
   if (config.peer) {
@@ -288,11 +277,6 @@ std::shared_ptr<const attested::settings> make_attestation(
                  attested::install_early_attestation(ctx.native_handle(), out->code_points);
              !installed) {
     errors.push_back({config.where, key_prefix, installed.error().message()});
-  }
-  if (out->self && out->self->model == attested::model::passport) {
-    errors.push_back({config.where, key_prefix + ".model",
-                      "presenting a passport (self with model passport) is not available in this "
-                      "build yet: this sidecar cannot obtain its own EAR"});
   }
   if (errors.size() != errors_before) {
     return nullptr;

@@ -378,9 +378,11 @@ struct early_attestation::callbacks {
                                            const tls::attestation_scheme& scheme) {
     const openssl_error_scope scope;
     if (scheme.mechanism() == tls::attestation_mechanism::result) {
-      auto ear = e.passport_ ? e.passport_() : std::nullopt;
+      // Passport model: the EAR the background loop keeps fresh (attested/passport.hpp).
+      const auto& holder = e.settings_.self->passport;
+      auto ear = holder ? holder->current() : std::nullopt;
       if (!ear) {
-        e.fail(errc::no_passport, "no fresh attestation result to present");
+        e.fail(errc::no_passport, "no EAR from the verifier yet, or the last one expired");
         return std::nullopt;
       }
       auto wrapped = wrap_passport(*ear);

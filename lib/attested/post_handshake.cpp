@@ -243,19 +243,23 @@ asio::awaitable<error_code> attested_stream::send_request() {
 }
 
 asio::awaitable<error_code> attested_stream::send_frame(tls::frame_type type,
-                                                        const bytes& payload) {
+                                                        std::span<const std::uint8_t> payload) {
   while (writing_) {
     const bool woken = co_await written_.wait();
     if (!woken) {
       co_return error_code{asio::error::operation_aborted};
     }
   }
-  auto encoded = tls::encode_frame({.type = type, .payload = payload});
-  if (!encoded) {
-    co_return fail(encoded.error(), "frame too large");
+  auto header = tls::encode_frame_header(type, payload.size());
+  if (!header) {
+    co_return fail(header.error(), "frame too large");
   }
   writing_ = true;
-  out_ = std::move(*encoded);
+  // out_ keeps its capacity from frame to frame: one copy per frame and no allocation.
+  out_.clear();
+  out_.reserve(tls::frame_header_size + tls::max_data_frame_size);
+  out_.insert(out_.end(), header->begin(), header->end());
+  out_.insert(out_.end(), payload.begin(), payload.end());
   auto ec = co_await tls_.write(asio::buffer(out_));
   writing_ = false;
   written_.notify_all();
@@ -313,21 +317,13 @@ asio::awaitable<error_code> attested_stream::answer_request(const bytes& request
     co_return fail(decoded.error(), "the authenticator request does not parse");
   }
   const auto& attester = *settings_.self->attester;
-  auto binder =
-      tls::attestation_binder(ssl, decoded->context, attester.tls_public_key(), settings_.binder);
-  if (!binder) {
-    co_return fail(binder.error(), "cannot derive the attestation binder");
-  }
-  // Evidence first: a request is answered once, so the context is spent only when there is
-  // something to answer with.
-  auto collecting = settings_.self->attester->evidence(std::move(*binder));
-  auto evidence = co_await std::move(collecting);
-  if (!evidence) {
-    co_return fail(evidence.error(), "collecting evidence: " + evidence.error().message());
-  }
-  auto cmw = wrap_evidence(*evidence);
+  // What we attest with comes first: a request is answered once, so the context is spent only
+  // when there is something to answer with.
+  std::string why;
+  auto collecting = our_cmw(decoded->context, why);
+  auto cmw = co_await std::move(collecting);
   if (!cmw) {
-    co_return fail(cmw.error(), "wrapping evidence");
+    co_return co_await decline(request, cmw.error(), why);
   }
   X509* leaf = SSL_get_certificate(ssl);
   STACK_OF(X509)* extra = nullptr;
@@ -339,25 +335,64 @@ asio::awaitable<error_code> attested_stream::answer_request(const bytes& request
   auto prepared = tls::prepare_authenticator(ssl, request, chain, *cmw, session_,
                                              {.code_points = settings_.code_points});
   if (!prepared) {
-    co_return fail(prepared.error(), "preparing the authenticator");
+    co_return co_await decline(request, prepared.error(), "preparing the authenticator");
   }
   if (prepared->leaf_spki_der != attester.tls_public_key()) {
-    co_return fail(tls::errc::certificate_unusable,
-                   "the certificate's key is not the attested TLS key (tls.key must be tpm:tik)");
+    co_return co_await decline(
+        request, tls::errc::certificate_unusable,
+        "the certificate's key is not the attested TLS key (tls.key must be tpm:tik)");
   }
   const auto& to_sign = *prepared;
   auto sign = [&to_sign](EVP_PKEY* key) { return tls::sign_prepared(to_sign, key); };
   auto signing = settings_.self->attester->with_tls_key(sign);
   auto signature = co_await std::move(signing);
   if (!signature) {
-    co_return fail(signature.error(), "signing the authenticator");
+    co_return co_await decline(request, signature.error(), "signing the authenticator");
   }
   auto authenticator = tls::finish_authenticator(ssl, *prepared, *signature);
   if (!authenticator) {
-    co_return fail(authenticator.error(), "finishing the authenticator");
+    co_return co_await decline(request, authenticator.error(), "finishing the authenticator");
   }
   answered_context_ = decoded->context;
   co_return co_await send_frame(tls::frame_type::authenticator, *authenticator);
+}
+
+asio::awaitable<error_code> attested_stream::decline(const bytes& request, error_code ec,
+                                                     std::string why) {
+  // RFC 9261 §6: the empty authenticator tells the relying party that nothing is coming, so it
+  // logs no_evidence at once instead of a bare close or its deadline.
+  if (auto empty = tls::make_empty_authenticator(tls_.native_handle(), request)) {
+    auto sending = send_frame(tls::frame_type::authenticator, *empty);
+    co_await std::move(sending);
+  }
+  co_return fail(ec, why);
+}
+
+asio::awaitable<result<bytes>> attested_stream::our_cmw(const bytes& context, std::string& why) {
+  const auto& self = *settings_.self;
+  if (self.model == model::passport) {
+    auto ear = self.passport ? self.passport->current() : std::nullopt;
+    if (!ear) {
+      why = "no EAR from the verifier yet, or the last one expired";
+      co_return make_error_code(errc::no_passport);
+    }
+    why = "wrapping our attestation result";
+    co_return wrap_passport(*ear);
+  }
+  auto binder = tls::attestation_binder(tls_.native_handle(), context,
+                                        self.attester->tls_public_key(), settings_.binder);
+  if (!binder) {
+    why = "cannot derive the attestation binder";
+    co_return binder.error();
+  }
+  auto collecting = self.attester->evidence(std::move(*binder));
+  auto evidence = co_await std::move(collecting);
+  if (!evidence) {
+    why = "collecting evidence: " + evidence.error().message();
+    co_return evidence.error();
+  }
+  why = "wrapping evidence";
+  co_return wrap_evidence(*evidence);
 }
 
 asio::awaitable<error_code> attested_stream::judge_authenticator(const bytes& authenticator) {
@@ -390,7 +425,9 @@ asio::awaitable<result<verify::attestation_result>> attested_stream::decide(
   auto verified = tls::verify_authenticator(ssl, request, authenticator, session_,
                                             {.code_points = settings_.code_points});
   if (!verified) {
-    detail = "authenticator: " + verified.error().message();
+    detail = verified.error() == tls::errc::no_evidence
+                 ? "the peer declined to attest (an empty authenticator)"
+                 : "authenticator: " + verified.error().message();
     co_return verified.error();
   }
   if (!verified->cmw) {
@@ -469,11 +506,9 @@ asio::awaitable<std::tuple<error_code, std::size_t>> attested_stream::read_some(
 asio::awaitable<error_code> attested_stream::write(asio::const_buffer buffer) {
   const auto* data = static_cast<const std::uint8_t*>(buffer.data());
   std::size_t left = buffer.size();
-  bytes chunk;
   while (left > 0) {
     const auto n = std::min(left, tls::max_data_frame_size);
-    chunk.assign(data, data + n);
-    if (auto ec = co_await send_frame(tls::frame_type::data, chunk)) {
+    if (auto ec = co_await send_frame(tls::frame_type::data, {data, n})) {
       co_return ec;
     }
     data += n;

@@ -234,7 +234,7 @@ constexpr std::string_view modes[] = {"inbound", "outbound"};
 constexpr std::string_view attestation_keys[] = {"mode",   "model", "reattest_every",
                                                  "binder", "self",  "peer"};
 constexpr std::string_view binder_keys[] = {"label", "key_encoding"};
-constexpr std::string_view self_keys[] = {"pcrs", "veraison"};
+constexpr std::string_view self_keys[] = {"pcrs", "veraison", "refresh_every"};
 constexpr std::string_view peer_keys[] = {"required",      "verifier", "local", "veraison",
                                           "passport_keys", "accept",   "pin"};
 constexpr std::string_view veraison_keys[] = {
@@ -760,6 +760,21 @@ class checker : public detail::checker_base {
             "'veraison' under self applies to model passport only: with background-check the "
             "peer's verifier appraises this sidecar's evidence");
     }
+    if (const auto* e = m->find("refresh_every")) {
+      if (is(model, attestation_model::background_check)) {
+        error(e->key_mark, e->value.path,
+              "'refresh_every' applies to model passport only: with background-check evidence is "
+              "made fresh for each connection");
+      } else if (const auto d = get_duration(e->value, false)) {
+        if (*d < std::chrono::seconds(1) || *d > std::chrono::hours(24)) {
+          error(e->value.mark, e->value.path,
+                "refresh_every must be from 1s to 24h: how often a new attestation result is "
+                "fetched");
+        } else {
+          out.refresh_every = *d;
+        }
+      }
+    }
     return out;
   }
 
@@ -1145,6 +1160,15 @@ std::string to_string(const diagnostic& d) {
   }
   out += d.message;
   return out;
+}
+
+std::optional<std::string> read_named_file(const file_ref& file, std::vector<diagnostic>& errors) {
+  std::vector<diagnostic> why;
+  auto text = detail::read_file(file.path, file.path.string(), why);
+  for (auto& d : why) {
+    errors.push_back({file.where, file.key, std::move(d.message)});
+  }
+  return text;
 }
 
 load_result load_file(const std::filesystem::path& path) {

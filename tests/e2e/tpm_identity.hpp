@@ -1,12 +1,21 @@
 // A provisioned swtpm whose TIK holds a certificate of the test CA, for end-to-end tests.
 #pragma once
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+
+#include "atls/attest/evidence.hpp"
+#include "atls/common/hex.hpp"
+#include "atls/common/openssl_ptr.hpp"
 
 #include "support/daemon.hpp"
 #include "support/process.hpp"
@@ -49,6 +58,53 @@ struct tpm_identity {
   // The tpm section of the daemon's config.
   [[nodiscard]] std::string config() const {
     return "tpm:\n  tcti: \"" + simulator.tcti() + "\"\n";
+  }
+
+  // What a Veraison operator provisions for this TPM: the instance id (standard base64 of the
+  // evidence's kid, which the test learns from one piece of evidence) and the AK's DER SPKI.
+  struct endorsement {
+    std::string instance_id;
+    std::vector<std::uint8_t> ak_spki_der;
+  };
+  [[nodiscard]] endorsement veraison_endorsement(const temp_dir& dir) const {
+    const auto file = (dir / "probe-evidence.cbor").string();
+    const auto collected =
+        atlsctl({"evidence", "collect", "--tcti", simulator.tcti(), "--nonce",
+                 "000102030405060708090a0b0c0d0e0f", "--pcrs", "sha256:0", "--out", file});
+    INFO(collected.err);
+    REQUIRE(collected.exit_code == 0);
+    std::ifstream in(file, std::ios::binary);
+    const std::vector<std::uint8_t> evidence((std::istreambuf_iterator<char>(in)), {});
+    const auto decoded = attest::decode(evidence);
+    REQUIRE(decoded.has_value());
+    endorsement out;
+    out.instance_id.resize(4 * ((decoded->kid.size() + 2) / 3) + 1);
+    const int length = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.instance_id.data()),
+                                       decoded->kid.data(), static_cast<int>(decoded->kid.size()));
+    out.instance_id.resize(static_cast<std::size_t>(length));
+
+    out.ak_spki_der = spki_der(ak_public_pem);
+    return out;
+  }
+
+  // How `peer.pin` names this TIK: SHA-256 of its DER SPKI, in hex.
+  [[nodiscard]] std::string tik_pin() const {
+    const auto der = spki_der(tik_public_pem);
+    std::array<std::uint8_t, SHA256_DIGEST_LENGTH> digest{};
+    SHA256(der.data(), der.size(), digest.data());
+    return to_hex(digest);
+  }
+
+  static std::vector<std::uint8_t> spki_der(const std::string& pem_text) {
+    const bio_ptr pem(BIO_new_mem_buf(pem_text.data(), static_cast<int>(pem_text.size())));
+    const pkey_ptr key(PEM_read_bio_PUBKEY(pem.get(), nullptr, nullptr, nullptr));
+    REQUIRE(key);
+    unsigned char* der = nullptr;
+    const int size = i2d_PUBKEY(key.get(), &der);
+    REQUIRE(size > 0);
+    std::vector<std::uint8_t> out(der, der + size);
+    OPENSSL_free(der);
+    return out;
   }
 
   swtpm simulator;

@@ -27,11 +27,16 @@ inline const attest::pcr_selection pcrs_0_to_7{.hash_alg = 0x000B,
 
 // An attester that remembers the last evidence it gave: connection A's, to replay into B. With
 // `replay` set it answers every request with that evidence, still signing with its own TPM key:
-// the same machine, the same key, the same verifier, another connection.
+// the same machine, the same key, the same verifier, another connection. With
+// `evidence_failure` set it gives no evidence and fails with that error, as a TPM that stopped
+// answering would; its key still signs.
 class recording_attester final : public attest::attester {
  public:
   explicit recording_attester(std::shared_ptr<attest::attester> inner) : inner_(std::move(inner)) {}
   boost::asio::awaitable<result<attest::evidence_bundle>> evidence(attest::bytes nonce) override {
+    if (evidence_failure) {
+      co_return evidence_failure;
+    }
     if (replay && last) {
       co_return *last;
     }
@@ -51,6 +56,7 @@ class recording_attester final : public attest::attester {
   }
   std::optional<attest::evidence_bundle> last;
   bool replay = false;
+  error_code evidence_failure;
 
  private:
   std::shared_ptr<attest::attester> inner_;

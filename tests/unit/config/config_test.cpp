@@ -1527,6 +1527,35 @@ TEST_CASE("model passport needs EAR keys and an EAR issuer, and has no verifier 
   }
 }
 
+TEST_CASE("a passport is refreshed every minute unless refresh_every says otherwise") {
+  const auto load = [](std::string_view refresh) {
+    return load_inbound_attested(
+        "      model: passport\n      self:\n        veraison: {urls: [https://v.example], "
+        "ear_key: ear.pem}\n" +
+        std::string(refresh));
+  };
+  SUBCASE("default") {
+    CHECK(valid(load("")).listeners.at(0).attestation->self->refresh_every == 1min);
+  }
+  SUBCASE("set") {
+    CHECK(valid(load("        refresh_every: 30s\n"))
+              .listeners.at(0)
+              .attestation->self->refresh_every == 30s);
+  }
+  SUBCASE("below one second or above a day") {
+    for (const auto* value : {"500ms", "25h"}) {
+      const auto d = only_error(load("        refresh_every: " + std::string(value) + "\n"));
+      CHECK(d.key == "listeners[0].attestation.self.refresh_every");
+      CHECK(contains(d.message, "from 1s to 24h"));
+    }
+  }
+  SUBCASE("with background-check there is no passport to refresh") {
+    const auto d = only_error(load_inbound_attested("      self:\n        refresh_every: 30s\n"));
+    CHECK(d.key == "listeners[0].attestation.self.refresh_every");
+    CHECK(contains(d.message, "applies to model passport only"));
+  }
+}
+
 TEST_CASE("model background-check needs the named verifier's settings and refuses passport keys") {
   const std::string local = R"(
         local:

@@ -51,10 +51,6 @@ namespace atls::attested {
 //    than by name.
 [[nodiscard]] tls::attestation_scheme scheme_for(model m);
 
-// The attester's current EAR (a compact JWS), for the passport model; nullopt when it has none
-// that is fresh. Called on the connection's thread, inside the handshake: must not block.
-using passport_provider = std::function<std::optional<std::string>()>;
-
 // The intra-handshake engine of one connection: construct before stream.handshake(), read the
 // outcome after it. Borrows `stream` and `settings`, which must outlive this object, which in
 // turn must outlive the handshake (the SSL refers to it until destruction). Evidence and
@@ -71,10 +67,6 @@ class early_attestation {
   early_attestation& operator=(const early_attestation&) = delete;
   early_attestation(early_attestation&&) = delete;
   early_attestation& operator=(early_attestation&&) = delete;
-
-  // Passport model: where the attester's EAR comes from. Without one, or when it returns
-  // nullopt, the attester fails the handshake with errc::no_passport (internal_error alert).
-  void set_passport_provider(passport_provider provider) { passport_ = std::move(provider); }
 
   // After handshake(): success when every attestation our policy asks for was given and
   // accepted (or none was asked for). Otherwise the first failure on our side: the reason is
@@ -110,7 +102,6 @@ class early_attestation {
   const settings& settings_;
   bool is_server_;
   tls::handshake_transcript transcript_;
-  passport_provider passport_;
 
   std::optional<tls::client_hello_attestation> offer_;  // sent (client) or received (server)
   std::optional<tls::attestation_scheme> server_scheme_;

@@ -125,12 +125,20 @@ class attested_stream {
 
  private:
   boost::asio::awaitable<error_code> send_request();
-  boost::asio::awaitable<error_code> send_frame(tls::frame_type type, const bytes& payload);
+  // Copies `payload` once, behind its header, into out_: it must stay valid only until the
+  // copy, which happens before the first suspension after the wait for an earlier write.
+  boost::asio::awaitable<error_code> send_frame(tls::frame_type type,
+                                                std::span<const std::uint8_t> payload);
   // The next frame from the peer, or an error (eof included).
   boost::asio::awaitable<result<tls::frame>> next_frame();
   // Handles a control frame; data frames are the caller's.
   boost::asio::awaitable<error_code> handle(tls::frame& frame);
   boost::asio::awaitable<error_code> answer_request(const bytes& request);
+  // Answers `request` with the empty authenticator, then fails with `ec`.
+  boost::asio::awaitable<error_code> decline(const bytes& request, error_code ec, std::string why);
+  // Our evidence over this connection's binder for `context`, or our passport, as a CMW;
+  // `why` says what failed.
+  boost::asio::awaitable<result<bytes>> our_cmw(const bytes& context, std::string& why);
   boost::asio::awaitable<error_code> judge_authenticator(const bytes& authenticator);
   // The relying party's decision on one authenticator; detail says why it refused.
   boost::asio::awaitable<result<verify::attestation_result>> decide(const bytes& request,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "atls/attest/attester.hpp"
+#include "atls/attested/passport.hpp"
 #include "atls/tls/code_points.hpp"
 #include "atls/tls/exported_authenticator.hpp"
 #include "atls/verify/appraisal_policy.hpp"
@@ -53,6 +54,7 @@ struct relying_party {
 struct attesting_party {
   std::shared_ptr<attest::attester> attester;  // its tls_key() is the connection's key
   attested::model model = model::background_check;
+  std::shared_ptr<const attested::passport> passport;  // model passport: the EAR presented
 };
 
 struct settings {

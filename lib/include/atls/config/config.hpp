@@ -139,6 +139,9 @@ struct self_attestation {
   attest::pcr_selection pcrs{.hash_alg = 0x000B, .pcrs = {0, 1, 2, 3, 4, 5, 6, 7}};
   // passport model: the service that issues this sidecar's EAR.
   std::optional<veraison_settings> veraison;
+  // passport model: how often a new EAR is fetched. The relying party's max_age must exceed it,
+  // with room for a failed attempt or two.
+  std::chrono::milliseconds refresh_every{std::chrono::minutes(1)};
 };
 
 struct attestation {
@@ -193,6 +196,12 @@ struct load_result {
 // resolved against base_dir.
 [[nodiscard]] load_result load_text(std::string_view yaml, std::string_view file_name,
                                     const std::filesystem::path& base_dir);
+
+// Reads a file that the config names and that is used only when the listeners are built (PEM
+// keys, token files): at most 1 MiB, like the config itself. On failure appends a diagnostic at
+// the key that names the file, saying why, and returns nothing.
+[[nodiscard]] std::optional<std::string> read_named_file(const file_ref& file,
+                                                         std::vector<diagnostic>& errors);
 
 // "10s", "500ms", "5m", "1h". A unit is required; "0s" is zero.
 [[nodiscard]] std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
