@@ -98,24 +98,21 @@ int run(const arguments& args) {
     return 1;
   }
   server.start();
-  // Once drained, the background work on this loop (passport refreshes, verifier keep-alive
-  // connections) has nothing left to serve, and would otherwise keep io.run() from returning.
-  asio::co_spawn(io, handle_signals(server, config.drain_timeout),
-                 [&io](const std::exception_ptr& e) {
-                   if (e) {
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const std::exception& ex) {
-                       spdlog::critical("signal handling failed: {}", ex.what());
-                     }
-                   }
-                   io.stop();
-                 });
+  asio::co_spawn(io, handle_signals(server, config.drain_timeout), [](const std::exception_ptr& e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        spdlog::critical("signal handling failed: {}", ex.what());
+      }
+    }
+  });
   sd_notifyf(0, "READY=1\nSTATUS=serving %zu listener(s)\nMAINPID=%lu", config.listeners.size(),
              static_cast<unsigned long>(getpid()));
   spdlog::info("ready: {} listener(s), {} thread(s)", config.listeners.size(), config.threads);
 
-  // Returns once the drain is over; the connection loops end with their last connection.
+  // Returns once the drain is over (which also ends the listeners' background work, such as
+  // passport refreshes); the connection loops end with their last connection.
   io.run();
   return 0;
 }

@@ -281,6 +281,14 @@ asio::awaitable<void> server::drain(std::chrono::milliseconds timeout) {
   auto wait_for_sessions = [self, timeout]() { return state::drain_sessions(self, timeout); };
   auto drained = asio::co_spawn(self->executor, std::move(wait_for_sessions), asio::use_awaitable);
   co_await std::move(drained);
+  // The listeners' settings own background work on the daemon's loop (a passport's refreshes):
+  // released with them, it stops, and the loop can run out of work.
+  auto release = [self]() -> asio::awaitable<void> {
+    self->listeners.clear();
+    co_return;
+  };
+  auto released = asio::co_spawn(self->executor, std::move(release), asio::use_awaitable);
+  co_await std::move(released);
 }
 
 std::size_t server::open_connections() const {
