@@ -2,6 +2,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -16,6 +17,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "atls/app/assemble.hpp"
@@ -26,6 +28,7 @@
 #include "atls/tls/certificate.hpp"
 #include "atls/verify/appraisal_policy.hpp"
 #include "atls/verify/ear.hpp"
+#include "atls/verify/endorsements.hpp"
 #include "atls/verify/jose.hpp"
 #include "atls/verify/local_verifier.hpp"
 
@@ -43,6 +46,7 @@ constexpr std::string_view usage = R"(usage: atlsctl COMMAND [ARGS]
                                     a certificate signing request for the TIK, signed in the TPM
   tpm self-signed --subject /CN=NAME [--san ...] [--days N] [--out FILE]
                                     a self-signed certificate for the TIK
+  tpm extend --pcr N --data HEX     extend sha256 PCR N (0 to 23) with SHA-256 of the bytes HEX
   evidence collect --nonce HEX [--pcrs sha256:0,1,2,...] --out FILE
                                     write Parsec TPM evidence for the nonce to FILE
   evidence dump FILE                print decoded evidence (claims, nonce, PCR digest) as JSON
@@ -50,6 +54,11 @@ constexpr std::string_view usage = R"(usage: atlsctl COMMAND [ARGS]
                                     appraise evidence with the local verifier and a verifier
                                     policy (config/README.md), print the result as JSON; exit 0
                                     only when the policy accepts it
+  veraison endorsements [--pcrs sha256:0,1,2,...] [--class-id UUID] --out DIR
+                                    write what a Veraison operator registers for this machine:
+                                    DIR/comid-trust-anchor.json (the AK under instance
+                                    base64(kid)) and DIR/comid-reference-values.json (the PCRs'
+                                    current values), CoMID JSON for cocli (config/README.md)
   ear verify --jwk KEY.json [--alg ALG] [--nonce HEX] [--max-age SECONDS] TOKEN_FILE
                                     verify an EAR (a Veraison attestation result JWT) and print
                                     it as JSON: the signature with KEY (ALG pinned, else the JWK's
@@ -312,6 +321,18 @@ int tpm_certificate(const options& opts, certificate_kind kind) {
                       kind == certificate_kind::request ? "a CSR" : "a self-signed certificate");
 }
 
+// --pcrs, else PCRs 0 to 7: the pre-OS measurements (firmware, boot loader) of a PC client
+// platform, in the TCG PC Client Platform Firmware Profile.
+std::optional<attest::pcr_selection> pcrs_from(const options& opts) {
+  const auto it = opts.values.find("--pcrs");
+  auto pcrs =
+      parse_pcrs(it == opts.values.end() ? "sha256:0,1,2,3,4,5,6,7" : std::string_view(it->second));
+  if (!pcrs) {
+    std::cerr << "atlsctl: --pcrs must look like sha256:0,1,2 (indices 0 to 23)\n";
+  }
+  return pcrs;
+}
+
 int evidence_collect(const options& opts) {
   const auto tpm_opts = tpm_options_from(opts);
   if (!tpm_opts) {
@@ -328,11 +349,8 @@ int evidence_collect(const options& opts) {
     std::cerr << "atlsctl: --nonce must be 1 to 64 bytes of hex\n";
     return 2;
   }
-  const auto pcrs_it = opts.values.find("--pcrs");
-  const auto pcrs = parse_pcrs(pcrs_it == opts.values.end() ? "sha256:0,1,2,3,4,5,6,7"
-                                                            : std::string_view(pcrs_it->second));
+  const auto pcrs = pcrs_from(opts);
   if (!pcrs) {
-    std::cerr << "atlsctl: --pcrs must look like sha256:0,1,2 (indices 0 to 23)\n";
     return 2;
   }
   attest::tpm device(*tpm_opts);
@@ -350,6 +368,169 @@ int evidence_collect(const options& opts) {
   }
   std::cerr << "wrote " << encoded.size() << " bytes of " << attest::parsec_tpm_media_type << " to "
             << out_it->second << "\n";
+  return 0;
+}
+
+// `tpm extend`: what a changed boot component would do to a PCR, for demos and tests of
+// reference values.
+int tpm_extend(const options& opts) {
+  const auto tpm_opts = tpm_options_from(opts);
+  if (!tpm_opts) {
+    return 2;
+  }
+  const auto pcr_it = opts.values.find("--pcr");
+  const auto data_it = opts.values.find("--data");
+  if (pcr_it == opts.values.end() || data_it == opts.values.end()) {
+    std::cerr << "atlsctl: tpm extend needs --pcr N and --data HEX\n";
+    return 2;
+  }
+  unsigned index = 0;
+  const auto& text = pcr_it->second;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), index);
+  if (ec != std::errc{} || end != text.data() + text.size() || index > 23) {
+    std::cerr << "atlsctl: --pcr must be 0 to 23\n";
+    return 2;
+  }
+  const auto data = from_hex(data_it->second);
+  if (!data || data->empty() || data->size() > 1024) {
+    std::cerr << "atlsctl: --data must be 1 to 1024 bytes of hex\n";
+    return 2;
+  }
+  attest::tpm device(*tpm_opts);
+  if (const auto extended = device.extend_pcr(index, *data); !extended) {
+    return fail("tpm extend (" + tpm_opts->tcti + ")", extended.error());
+  }
+  std::cout << "extended sha256 PCR " << index << " with SHA-256 of " << data->size()
+            << " byte(s)\n";
+  return 0;
+}
+
+// Writes text to dir/name whole or not at all (a temporary file renamed over it), so that a
+// half-written CoMID is never registered or read.
+bool write_file_atomically(const std::filesystem::path& dir, std::string_view name,
+                           const std::string& text) {
+  const auto path = dir / name;
+  auto temporary = path;
+  temporary += ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::cerr << "atlsctl: cannot write " << temporary.string() << "\n";
+      return false;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(temporary, path, ec);
+  if (ec) {
+    std::cerr << "atlsctl: cannot write " << path.string() << ": " << ec.message() << "\n";
+    return false;
+  }
+  return true;
+}
+
+// `veraison endorsements`: the trust anchor and the reference values of this machine as
+// Veraison's parsec-tpm scheme wants them registered. The kid is the one the attester puts in
+// evidence (attest::tpm::evidence derives it), taken from fresh evidence rather than derived a
+// second time here; the same evidence then checks the documents: read back as the local
+// verifier reads them, they must appraise it as affirming, or nothing is written.
+int veraison_endorsements(const options& opts) {
+  namespace verify = atls::verify;
+  const auto tpm_opts = tpm_options_from(opts);
+  if (!tpm_opts) {
+    return 2;
+  }
+  const auto out_it = opts.values.find("--out");
+  if (out_it == opts.values.end()) {
+    std::cerr << "atlsctl: veraison endorsements needs --out DIR\n";
+    return 2;
+  }
+  const auto pcrs = pcrs_from(opts);
+  if (!pcrs) {
+    return 2;
+  }
+  verify::machine_endorsements endorsements;
+  if (const auto it = opts.values.find("--class-id"); it != opts.values.end()) {
+    const auto class_id = verify::parse_uuid(it->second);
+    if (!class_id) {
+      std::cerr << "atlsctl: --class-id must be a UUID (8-4-4-4-12 hex digits)\n";
+      return 2;
+    }
+    endorsements.class_id = *class_id;
+  }
+
+  const std::string what = "veraison endorsements (" + tpm_opts->tcti + ")";
+  attest::tpm device(*tpm_opts);
+  const auto keys = device.keys();
+  if (!keys) {
+    return fail(what, keys.error());
+  }
+  endorsements.ak_spki = keys->ak.spki_der;
+  // The PCRs are read and then quoted; anything extended in between (a boot service, IMA) makes
+  // the two disagree, and then both are taken again.
+  constexpr int attempts = 3;
+  std::optional<verify::endorsement_documents> documents;
+  for (int attempt = 0; attempt < attempts && !documents; ++attempt) {
+    auto values = device.read_pcrs(*pcrs);
+    if (!values) {
+      return fail(what + ": reading PCRs", values.error());
+    }
+    endorsements.reference = {.bank = pcrs->hash_alg, .values = std::move(*values)};
+    verify::bytes nonce(32);
+    if (RAND_bytes(nonce.data(), static_cast<int>(nonce.size())) != 1) {
+      std::cerr << "atlsctl: " << what << ": no random bytes for a nonce\n";
+      return 1;
+    }
+    const auto evidence = device.evidence(nonce, *pcrs);
+    if (!evidence) {
+      return fail(what + ": evidence", evidence.error());
+    }
+    endorsements.instance_id = evidence->kid;
+    auto made = verify::make_endorsements(endorsements);
+    if (!made) {
+      std::cerr << "atlsctl: " << what << ": " << atls::to_string(made.error()) << "\n";
+      return 1;
+    }
+    const auto read = verify::read_endorsements(made->trust_anchor, made->reference_values);
+    if (!read) {
+      std::cerr << "atlsctl: " << what << ": " << atls::to_string(read.error()) << "\n";
+      return 1;
+    }
+    const verify::local_verifier_options local{.trusted_aks = {read->ak_spki},
+                                               .reference = read->reference};
+    const auto result =
+        verify::appraise_parsec_tpm(local, attest::encode(*evidence), attest::parsec_tpm_media_type,
+                                    nonce, verify::clock::now());
+    if (!result) {
+      return fail(what + ": checking the endorsements against fresh evidence", result.error());
+    }
+    if (result->status == verify::ear_status::affirming) {
+      documents = std::move(*made);
+    }
+  }
+  if (!documents) {
+    std::cerr << "atlsctl: " << what << ": the PCRs changed between reading and quoting them, "
+              << attempts << " times; try again when the machine is idle\n";
+    return 1;
+  }
+
+  const std::filesystem::path dir(out_it->second);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    std::cerr << "atlsctl: cannot create " << dir.string() << ": " << ec.message() << "\n";
+    return 1;
+  }
+  if (!write_file_atomically(dir, verify::trust_anchor_file_name, documents->trust_anchor) ||
+      !write_file_atomically(dir, verify::reference_values_file_name,
+                             documents->reference_values)) {
+    return 1;
+  }
+  std::cerr << "wrote " << (dir / verify::trust_anchor_file_name).string() << " and "
+            << (dir / verify::reference_values_file_name).string() << " (class "
+            << verify::to_string(endorsements.class_id) << ", "
+            << endorsements.reference.values.size() << " sha256 PCRs)\n";
   return 0;
 }
 
@@ -569,6 +750,12 @@ int dispatch(const std::vector<std::string_view>& args) {
   }
   if (command == "tpm self-signed" && opts->positional.empty()) {
     return tpm_certificate(*opts, certificate_kind::self_signed);
+  }
+  if (command == "tpm extend" && opts->positional.empty()) {
+    return tpm_extend(*opts);
+  }
+  if (command == "veraison endorsements" && opts->positional.empty()) {
+    return veraison_endorsements(*opts);
   }
   if (command == "evidence collect" && opts->positional.empty()) {
     return evidence_collect(*opts);

@@ -15,6 +15,8 @@ packages=(
   # tests
   doctest-dev openssl curl clang-format-14 clang-tidy-14 swtpm swtpm-tools
   clang-14 libclang-rt-14-dev
+  # a real PROXY protocol v2 receiver behind an inbound listener (tests/e2e/proxy_protocol_test)
+  haproxy
   # demo: the stand-in workload is python3's http.server
   python3
 )

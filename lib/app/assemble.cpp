@@ -320,6 +320,11 @@ std::vector<config::diagnostic> build_listeners(const config::daemon_config& con
         .max_connections = listener.max_connections,
         .buffer_size = listener.buffer_size,
         .attestation = std::move(attestation),
+        .proxy_protocol = listener.proxy_protocol == config::proxy_protocol_version::v2
+                              ? proxy::proxy_protocol_version::v2
+                              : proxy::proxy_protocol_version::none,
+        .audit = config.audit == config::audit_format::json ? attested::audit_format::json
+                                                            : attested::audit_format::text,
     });
   }
   return errors;

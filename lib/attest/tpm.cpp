@@ -570,6 +570,55 @@ struct tpm::session {
     });
   }
 
+  result<std::map<std::uint8_t, bytes>> read_pcrs(const pcr_selection& pcrs) {
+    auto selection = to_tpm_selection(pcrs);
+    if (!selection) {
+      return selection.error();
+    }
+    if (auto r = connect(); !r) {
+      return r.error();
+    }
+    // TPM2_PCR_Read returns at most 8 digests (TPML_DIGEST) and says which PCRs it read (Part 3
+    // §22.4): ask again for the rest until every selected PCR is there.
+    std::map<std::uint8_t, bytes> out;
+    TPML_PCR_SELECTION remaining = *selection;
+    while (out.size() < pcrs.pcrs.size()) {
+      UINT32 update_counter = 0;
+      TPML_PCR_SELECTION* raw_read = nullptr;
+      TPML_DIGEST* raw_values = nullptr;
+      const TSS2_RC rc = Esys_PCR_Read(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &remaining,
+                                       &update_counter, &raw_read, &raw_values);
+      const esys_ptr<TPML_PCR_SELECTION> read(raw_read);
+      const esys_ptr<TPML_DIGEST> values(raw_values);
+      if (auto ec = check(rc)) {
+        return ec;
+      }
+      const auto before = out.size();
+      UINT32 next = 0;
+      for (UINT32 s = 0; s < read->count; ++s) {
+        const auto& sel = read->pcrSelections[s];
+        for (unsigned index = 0; index < 8U * sel.sizeofSelect; ++index) {
+          if ((sel.pcrSelect[index / 8] & (1U << (index % 8))) == 0) {
+            continue;
+          }
+          if (next >= values->count || sel.hash != TPM2_ALG_SHA256 || index >= 24) {
+            return tpm_errc::bad_argument;
+          }
+          const auto& digest = values->digests[next++];
+          out.emplace(static_cast<std::uint8_t>(index),
+                      bytes(digest.buffer, digest.buffer + digest.size));
+          remaining.pcrSelections[0].pcrSelect[index / 8] &=
+              static_cast<std::uint8_t>(~(1U << (index % 8)));
+        }
+      }
+      // A TPM that returns none of what is left would otherwise be asked forever.
+      if (out.size() == before) {
+        return tpm_errc::bad_argument;
+      }
+    }
+    return out;
+  }
+
   result<void> extend_pcr(std::uint32_t index, std::span<const std::uint8_t> data) {
     if (index >= 24) {
       return tpm_errc::bad_argument;
@@ -710,6 +759,10 @@ result<signed_attest> tpm::quote(std::span<const std::uint8_t> nonce, const pcr_
 
 result<bytes> tpm::sign(std::span<const std::uint8_t> sha256_digest) {
   return call<bytes>([sha256_digest](session& s) { return s.sign(sha256_digest); });
+}
+
+result<std::map<std::uint8_t, bytes>> tpm::read_pcrs(const pcr_selection& pcrs) {
+  return call<std::map<std::uint8_t, bytes>>([&pcrs](session& s) { return s.read_pcrs(pcrs); });
 }
 
 result<void> tpm::extend_pcr(std::uint32_t index, std::span<const std::uint8_t> data) {

@@ -63,11 +63,14 @@ result<verify::attestation_result> check_passport(const relying_party& rp,
 result<void> accept_result(const relying_party& rp, const verify::attestation_result& attestation,
                            std::span<const std::uint8_t> proven_key,
                            verify::clock::time_point now) {
-  if (!attestation.attested_key || !std::ranges::equal(*attestation.attested_key, proven_key)) {
-    return make_error_code(verify::verify_errc::attested_key_mismatch);
-  }
+  // The verifier's verdict first: a result it did not affirm may not name a key at all (Veraison
+  // leaves out the key attestation when the PCRs do not match), and "below policy" is then the
+  // reason that tells the operator what happened.
   if (auto accepted = verify::check(rp.accept, attestation, now); !accepted) {
     return accepted.error();
+  }
+  if (!attestation.attested_key || !std::ranges::equal(*attestation.attested_key, proven_key)) {
+    return make_error_code(verify::verify_errc::attested_key_mismatch);
   }
   if (!rp.pinned_keys.empty()) {
     const auto digest = sha256(*attestation.attested_key);

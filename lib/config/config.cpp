@@ -218,10 +218,13 @@ bool valid_binder_label(std::string_view label) {
 
 constexpr std::string_view root_keys[] = {"log", "drain_timeout", "threads", "tpm", "listeners"};
 constexpr std::string_view tpm_keys[] = {"tcti", "ak_handle", "tik_handle"};
-constexpr std::string_view log_keys[] = {"level"};
+constexpr std::string_view log_keys[] = {"level", "audit"};
+// In the order of enum audit_format.
+constexpr std::string_view audit_formats[] = {"text", "json"};
 constexpr std::string_view listener_keys[] = {
-    "name", "mode",     "listen",          "upstream",    "allow_non_loopback",
-    "tls",  "timeouts", "max_connections", "buffer_size", "attestation"};
+    "name",          "mode",     "listen",          "upstream",    "allow_non_loopback",
+    "tls",           "timeouts", "max_connections", "buffer_size", "attestation",
+    "proxy_protocol"};
 constexpr std::string_view inbound_tls_keys[] = {"cert", "key", "client_auth"};
 constexpr std::string_view outbound_tls_keys[] = {"ca",         "server_name", "allow_dns",
                                                   "allow_uris", "cert",        "key"};
@@ -231,6 +234,10 @@ constexpr std::string_view timeout_keys[] = {"connect", "handshake", "idle"};
 constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn", "error"};
 static_assert(static_cast<std::size_t>(log_level::error) + 1 == std::size(log_levels));
 constexpr std::string_view modes[] = {"inbound", "outbound"};
+// In the order of enum proxy_protocol_version, so that an index converts to it.
+constexpr std::string_view proxy_protocol_versions[] = {"none", "v2"};
+static_assert(static_cast<std::size_t>(proxy_protocol_version::v2) + 1 ==
+              std::size(proxy_protocol_versions));
 constexpr std::string_view attestation_keys[] = {"mode",   "model", "reattest_every",
                                                  "binder", "self",  "peer"};
 constexpr std::string_view binder_keys[] = {"label", "key_encoding"};
@@ -298,6 +305,11 @@ class checker : public detail::checker_base {
         if (const auto* level = log->find("level")) {
           if (const auto v = get_choice(level->value, log_levels)) {
             out.log_level = static_cast<config::log_level>(*v);
+          }
+        }
+        if (const auto* audit = log->find("audit")) {
+          if (const auto v = get_choice(audit->value, audit_formats)) {
+            out.audit = static_cast<config::audit_format>(*v);
           }
         }
       }
@@ -980,6 +992,28 @@ class checker : public detail::checker_base {
     return out;
   }
 
+  // `mode` is unset when the listener's own mode was wrong: that error is the one to fix.
+  void check_proxy_protocol(const value_ref& v, std::optional<listener_mode> mode, listener& l) {
+    // Version 1 is a text line with no room for TLVs: the workload would lose the TLS and
+    // attestation facts without a word, so it is refused rather than offered.
+    if (v.node.IsScalar() && v.node.Scalar() == "v1") {
+      error(v.mark, v.path,
+            "PROXY protocol v1 is not supported: its text line cannot carry the TLS and "
+            "attestation TLVs; use v2 (nginx: listen ... proxy_protocol; haproxy: accept-proxy)");
+      return;
+    }
+    const auto i = get_choice(v, proxy_protocol_versions);
+    if (!i) {
+      return;
+    }
+    l.proxy_protocol = static_cast<proxy_protocol_version>(*i);
+    if (mode == listener_mode::outbound && l.proxy_protocol != proxy_protocol_version::none) {
+      error(v.mark, v.path,
+            "proxy_protocol applies only to inbound listeners: it tells the local workload who "
+            "called, and an outbound listener's upstream is the remote TLS server");
+    }
+  }
+
   listener_draft check_listener(const value_ref& v) {
     listener_draft draft;
     draft.path = v.path;
@@ -1078,6 +1112,9 @@ class checker : public detail::checker_base {
 
     if (const auto* e = m->find("attestation")) {
       l.attestation = check_attestation(e->value, facts);
+    }
+    if (const auto* e = m->find("proxy_protocol")) {
+      check_proxy_protocol(e->value, mode, l);
     }
 
     // allow_non_loopback is true only when allow_entry set it; the null check is for the

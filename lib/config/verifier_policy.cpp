@@ -6,6 +6,7 @@
 #include <array>
 #include <cerrno>
 #include <cstdio>
+#include <fstream>
 #include <iterator>
 #include <memory>
 #include <system_error>
@@ -21,6 +22,7 @@
 
 #include "atls/common/hex.hpp"
 #include "atls/common/openssl_ptr.hpp"
+#include "atls/verify/endorsements.hpp"
 
 #include "detail/checker.hpp"
 #include "detail/verifier_policy.hpp"
@@ -35,7 +37,7 @@ namespace fs = std::filesystem;
 using bytes = std::vector<std::uint8_t>;
 
 constexpr std::string_view verifier_keys[] = {"local"};
-constexpr std::string_view local_keys[] = {"trusted_aks", "reference_values"};
+constexpr std::string_view local_keys[] = {"trusted_aks", "reference_values", "endorsements"};
 constexpr std::string_view trusted_ak_keys[] = {"pem", "spki_sha256"};
 constexpr std::string_view reference_keys[] = {"bank", "pcrs", "pcr_digest"};
 constexpr std::string_view pcr_digest_keys[] = {"pcrs", "digest"};
@@ -279,6 +281,54 @@ std::optional<reference> check_reference_values(checker_base& c, const value_ref
   return out;
 }
 
+// One file of an endorsements directory, at most one byte over the reader's limit (enough for
+// the reader to say it is too large).
+std::optional<std::string> read_endorsement_file(checker_base& c, const value_ref& v,
+                                                 const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    c.error(v.mark, v.path,
+            "cannot read " + path.string() + ": " + std::generic_category().message(errno) +
+                " (the directory should hold what 'atlsctl veraison endorsements' wrote)");
+    return std::nullopt;
+  }
+  std::string text(verify::max_endorsement_size + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  return text;
+}
+
+// `endorsements: DIR`: the trust anchor and reference values that `atlsctl veraison
+// endorsements` wrote for Veraison, read as the local verifier's AK and PCR values, so that the
+// local verifier accepts exactly what Veraison would be given.
+void check_endorsements(checker_base& c, const value_ref& v, verify::local_verifier_options& out) {
+  const auto dir = c.get_file(v);
+  if (!dir) {
+    return;
+  }
+  std::error_code ec;
+  if (!fs::is_directory(dir->path, ec)) {
+    c.error(v.mark, v.path,
+            dir->path.string() +
+                " is not a directory: name the directory that 'atlsctl veraison endorsements "
+                "--out DIR' wrote");
+    return;
+  }
+  const auto anchor = read_endorsement_file(c, v, dir->path / verify::trust_anchor_file_name);
+  const auto values = read_endorsement_file(c, v, dir->path / verify::reference_values_file_name);
+  if (!anchor || !values) {
+    return;
+  }
+  auto endorsements = verify::read_endorsements(*anchor, *values);
+  if (!endorsements) {
+    // The detail starts with the file's name and then names the JSON path.
+    c.error(v.mark, v.path, dir->path.string() + "/" + endorsements.error().detail);
+    return;
+  }
+  out.trusted_aks.push_back(std::move(endorsements->ak_spki));
+  out.reference = std::move(endorsements->reference);
+}
+
 // A minimum for ear.status or a claim's tier: affirming or warning. "none" and
 // "contraindicated" would accept results that say nothing, or say the attester is bad.
 std::optional<verify::ear_status> get_minimum(checker_base& c, const value_ref& v) {
@@ -306,6 +356,30 @@ std::optional<verify::local_verifier_options> check_local_verifier(checker_base&
     return std::nullopt;
   }
   verify::local_verifier_options out;
+  const auto* endorsements = m->find("endorsements");
+  const bool explicit_values =
+      m->find("trusted_aks") != nullptr || m->find("reference_values") != nullptr;
+  // One source of truth: with both, a reader could not tell which AK or PCR values the verifier
+  // would use.
+  if (endorsements != nullptr && explicit_values) {
+    c.error(endorsements->key_mark, endorsements->value.path,
+            "'endorsements' brings its own attestation key and reference values: remove "
+            "'trusted_aks' and 'reference_values', or this key");
+    return std::nullopt;
+  }
+  if (endorsements != nullptr) {
+    check_endorsements(c, endorsements->value, out);
+    if (c.error_count() != errors_before) {
+      return std::nullopt;
+    }
+    return out;
+  }
+  if (!explicit_values) {
+    c.error(m->self.owner, m->self.path,
+            "missing 'trusted_aks' and 'reference_values', or 'endorsements' (a directory "
+            "written by 'atlsctl veraison endorsements')");
+    return std::nullopt;
+  }
   if (const auto r = c.require(*m, "trusted_aks")) {
     if (const auto items = c.get_list(*r)) {
       if (items->empty()) {

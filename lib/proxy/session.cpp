@@ -1,5 +1,8 @@
 // One connection from accept to close: TLS handshake, upstream connect, relay, log line.
+#include <array>
 #include <chrono>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,12 +14,17 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
+#include "atls/attest/tpm.hpp"
 #include "atls/attested/appraisal.hpp"
+#include "atls/attested/audit.hpp"
 #include "atls/attested/early_attestation.hpp"
 #include "atls/attested/post_handshake.hpp"
 #include "atls/attested/reason.hpp"
+#include "atls/proxy/proxy_protocol.hpp"
 #include "atls/tls/error.hpp"
 #include "atls/tls/stream.hpp"
 
@@ -57,6 +65,117 @@ std::string peer_of(const socket_type& socket) {
   return ec ? "unknown" : net::to_string(endpoint);
 }
 
+std::optional<asio::ip::tcp::endpoint> ip_endpoint(
+    const asio::generic::stream_protocol::endpoint& endpoint) {
+  const auto* addr = endpoint.data();
+  asio::ip::tcp::endpoint out;
+  if (addr->sa_family == AF_INET && endpoint.size() >= sizeof(sockaddr_in)) {
+    std::memcpy(out.data(), addr, sizeof(sockaddr_in));
+    return out;
+  }
+  if (addr->sa_family == AF_INET6 && endpoint.size() >= sizeof(sockaddr_in6)) {
+    std::memcpy(out.data(), addr, sizeof(sockaddr_in6));
+    return out;
+  }
+  return std::nullopt;
+}
+
+// The client and the address it reached, for the PROXY header. Nothing for a unix socket: its
+// clients are unnamed, so the header says AF_UNSPEC.
+std::optional<pp2::addresses> addresses_of(const socket_type& socket) {
+  error_code ec;
+  const auto remote = socket.remote_endpoint(ec);
+  if (ec) {
+    return std::nullopt;
+  }
+  const auto local = socket.local_endpoint(ec);
+  if (ec) {
+    return std::nullopt;
+  }
+  auto source = ip_endpoint(remote);
+  auto destination = ip_endpoint(local);
+  if (!source || !destination) {
+    return std::nullopt;
+  }
+  // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; workloads match and log a.b.c.d.
+  const auto s = source->address();
+  const auto d = destination->address();
+  if (s.is_v6() && d.is_v6() && s.to_v6().is_v4_mapped() && d.to_v6().is_v4_mapped()) {
+    source->address(asio::ip::make_address_v4(asio::ip::v4_mapped, s.to_v6()));
+    destination->address(asio::ip::make_address_v4(asio::ip::v4_mapped, d.to_v6()));
+  }
+  return pp2::addresses{.source = *source, .destination = *destination};
+}
+
+pp2::sha256_digest sha256_of(const void* data, std::size_t size) {
+  pp2::sha256_digest out{};
+  SHA256(static_cast<const unsigned char*>(data), size, out.data());
+  return out;
+}
+
+// What the peer proved, for the PROXY header: its accepted result, or null when it did not
+// attest.
+pp2::attestation_info proof_of(const verify::attestation_result* peer) {
+  pp2::attestation_info out;
+  if (peer == nullptr) {
+    return out;
+  }
+  switch (peer->status) {
+    case verify::ear_status::none:
+      out.status = pp2::attestation_status::none;
+      break;
+    case verify::ear_status::affirming:
+      out.status = pp2::attestation_status::affirming;
+      break;
+    case verify::ear_status::warning:
+      out.status = pp2::attestation_status::warning;
+      break;
+    case verify::ear_status::contraindicated:
+      out.status = pp2::attestation_status::contraindicated;
+      break;
+  }
+  if (peer->attested_key) {
+    out.key_sha256 = sha256_of(peer->attested_key->data(), peer->attested_key->size());
+  }
+  if (!peer->raw_ear.empty()) {
+    out.ear_sha256 = sha256_of(peer->raw_ear.data(), peer->raw_ear.size());
+  }
+  return out;
+}
+
+// The TLS facts of the PROXY header, from a completed server handshake.
+void describe_tls(SSL* ssl, pp2::header& out) {
+  if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) {
+    out.authority = sni;
+  }
+  const unsigned char* alpn = nullptr;
+  unsigned int alpn_size = 0;
+  SSL_get0_alpn_selected(ssl, &alpn, &alpn_size);
+  if (alpn != nullptr) {
+    out.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_size);
+  }
+  const bool has_cert = SSL_get0_peer_certificate(ssl) != nullptr;
+  const bool resumed = SSL_session_reused(ssl) == 1;
+  pp2::tls_info tls;
+  tls.client = pp2::client_ssl;
+  if (has_cert) {
+    // A resumed session's certificate was presented on an earlier connection (section 2.2.6).
+    tls.client = static_cast<std::uint8_t>(tls.client | pp2::client_cert_sess |
+                                           (resumed ? 0 : pp2::client_cert_conn));
+  }
+  // A handshake that got this far accepted the client's certificate (fail closed), but it was
+  // verified only if the listener checks a chain (client_auth). An RA-only listener takes a
+  // certificate that attestation vouches for, and the intra-handshake engine then reports
+  // X509_V_OK without any chain: only 0xE0 may claim something for that client.
+  const bool checks_chain = SSL_CTX_get_verify_mode(SSL_get_SSL_CTX(ssl)) != SSL_VERIFY_NONE;
+  tls.verify = has_cert && checks_chain && SSL_get_verify_result(ssl) == X509_V_OK ? 0U : 1U;
+  tls.version = SSL_get_version(ssl);
+  if (const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl)) {
+    tls.cipher = SSL_CIPHER_get_name(cipher);
+  }
+  out.tls = std::move(tls);
+}
+
 std::string format_duration(std::chrono::milliseconds d) {
   if (d.count() % 1000 == 0) {
     return std::to_string(d.count() / 1000) + "s";
@@ -73,6 +192,8 @@ class session {
         control_(std::move(control)),
         client_(std::move(client)),
         peer_(peer_of(client_)),
+        endpoints_(options_.proxy_protocol == proxy_protocol_version::none ? std::nullopt
+                                                                           : addresses_of(client_)),
         timer_(client_.get_executor()) {}
 
   asio::awaitable<void> run() {
@@ -127,6 +248,9 @@ class session {
       co_return;
     }
     plain_stream workload(std::move(*upstream));
+    if (!co_await send_proxy_header(workload, client)) {
+      co_return;
+    }
     if (attested) {
       co_await relay_attested(*attested, workload, /*network_first=*/true);
     } else {
@@ -183,6 +307,14 @@ class session {
       return true;
     }
     const auto* peer = early.peer_result() ? &*early.peer_result() : nullptr;
+    peer_proof_ = proof_of(peer);
+    if (peer != nullptr) {
+      audit(attested::attester_side::peer, attested::reason::accepted, {}, peer);
+    }
+    if (early.attested()) {
+      // The handshake completed, so the relying party accepted what we sent.
+      audit(attested::attester_side::self, attested::reason::accepted, {}, nullptr);
+    }
     const auto summary = summarize(peer, early.attested() ? "sent" : nullptr);
     attestation_summary_ = summary.empty() ? "none" : summary;
     return true;
@@ -216,8 +348,40 @@ class session {
       co_return false;
     }
     const auto* peer = roles->peer_attests && out->peer_result() ? &*out->peer_result() : nullptr;
+    peer_proof_ = proof_of(peer);
+    if (peer != nullptr) {
+      audit(attested::attester_side::peer, attested::reason::accepted, {}, peer);
+    }
+    if (roles->we_attest) {
+      audit(attested::attester_side::self, attested::reason::accepted, {}, nullptr);
+    }
     const auto summary = summarize(peer, roles->we_attest ? "accepted" : nullptr);
     attestation_summary_ = summary.empty() ? "framed" : summary;
+    co_return true;
+  }
+
+  // Inbound with proxy_protocol: the PROXY v2 header, the first bytes the workload receives. The
+  // upstream is connected only once the client is authenticated and attested, so the header
+  // states facts, never claims still to be checked. False when the connection must end (the
+  // outcome is recorded). Re-attestation sends no second header: the header describes the
+  // connection as it was set up.
+  asio::awaitable<bool> send_proxy_header(plain_stream& workload, tls::stream& client) {
+    if (options_.proxy_protocol == proxy_protocol_version::none) {
+      co_return true;
+    }
+    pp2::header header{.endpoints = endpoints_, .attestation = peer_proof_};
+    describe_tls(client.native_handle(), header);
+    const auto encoded = pp2::encode(header);
+    if (!encoded) {
+      record("error", "proxy protocol header: " + encoded.error().message());
+      co_return false;
+    }
+    const auto bytes = asio::buffer(*encoded);
+    if (auto ec = co_await workload.write(bytes)) {
+      record("error", "upstream " + net::to_string(options_.upstream) +
+                          ": proxy protocol header: " + ec.message());
+      co_return false;
+    }
     co_return true;
   }
 
@@ -237,8 +401,56 @@ class session {
     return out;
   }
 
+  // One audit line per attestation decision (attested/audit.hpp): accepted or refused, by us
+  // (the peer attested) or by the peer (we attested).
+  void audit(attested::attester_side side, attested::reason outcome, std::string detail,
+             const verify::attestation_result* result) const {
+    if (!options_.attestation) {
+      return;
+    }
+    const auto& settings = *options_.attestation;
+    const bool peer_side = side == attested::attester_side::peer;
+    const auto model = peer_side && settings.peer    ? settings.peer->model
+                       : !peer_side && settings.self ? settings.self->model
+                                                     : attested::model::background_check;
+    // Who appraised: our verifier, or for a passport the verifier that signed it. Our own
+    // attestation was appraised by the peer's, which we do not know.
+    std::string verifier;
+    if (peer_side && settings.peer && settings.peer->verifier) {
+      verifier = settings.peer->verifier->name();
+    } else if (peer_side && result != nullptr && !result->verifier.developer.empty()) {
+      verifier = "passport from " + result->verifier.developer;
+    }
+    const attested::audit_record record{
+        .listener = options_.name,
+        .connection = control_->id,
+        .peer = peer_,
+        .mode = settings.mode,
+        .model = model,
+        .attester = side,
+        .verifier = std::move(verifier),
+        .round = audit_round_,
+        .outcome = outcome,
+        .detail = std::move(detail),
+        .result = result,
+    };
+    spdlog::log(outcome == attested::reason::accepted ? spdlog::level::info : spdlog::level::warn,
+                "{}", attested::format(record, options_.audit));
+  }
+
+  // Whose attestation a failure is about: ours when the peer refused it or we had nothing to
+  // send (no passport, the TPM failed us), the peer's otherwise.
+  static attested::attester_side side_of_failure(const error_code& ec) {
+    const bool ours = ec == attested::errc::refused_by_peer || ec == attested::errc::no_passport ||
+                      ec.category() == attest::tpm_category();
+    return ours ? attested::attester_side::self : attested::attester_side::peer;
+  }
+
   void record_attestation_failure(const error_code& ec, const std::string& detail) {
     const auto why = attested::reason_of(ec);
+    if (outcome_.empty()) {  // the first failure decides; what follows is its consequence
+      audit(side_of_failure(ec), why, describe(ec, detail), nullptr);
+    }
     record(why == attested::reason::internal ? "error" : "rejected",
            "attestation " + std::string(attested::to_string(why)) + ": " + describe(ec, detail));
   }
@@ -272,10 +484,14 @@ class session {
       if (ec) {
         co_return;  // the relay ended
       }
+      ++audit_round_;
       if (auto failed = co_await network.reattest()) {
         record_attestation_failure(failed, network.error_detail());
         co_return;
       }
+      const auto& renewed = network.peer_result();
+      audit(attested::attester_side::peer, attested::reason::accepted, {},
+            renewed ? &*renewed : nullptr);
     }
   }
 
@@ -468,9 +684,12 @@ class session {
   std::shared_ptr<session_control> control_;
   socket_type client_;
   std::string peer_;
+  std::optional<pp2::addresses> endpoints_;
   asio::steady_timer timer_;
   std::string tls_summary_;
   std::string attestation_summary_;
+  unsigned audit_round_ = 0;          // 0 at set-up, then one more per re-attestation
+  pp2::attestation_info peer_proof_;  // unattested until the peer's result is accepted
 
   const clock::time_point started_ = clock::now();
   const char* phase_ = "accept";

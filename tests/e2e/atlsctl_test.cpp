@@ -1,15 +1,20 @@
 // atlsctl's TPM and evidence commands against swtpm, as an operator runs them.
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
+#include <openssl/evp.h>
 
 #include "atls/attest/evidence.hpp"
 #include "atls/verify/error.hpp"
 
 #include "support/daemon.hpp"
+#include "support/evidence_builder.hpp"
 #include "support/process.hpp"
 #include "support/swtpm.hpp"
 #include "support/temp_dir.hpp"
@@ -302,6 +307,185 @@ TEST_CASE("atlsctl evidence verify reports a broken policy file at its line") {
   CHECK(atlsctl({"evidence", "verify", "--policy", policy.string(),
                  evidence_vectors + "parsec-tpm-evidence.cbor"})
             .exit_code == 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provisioning a real Veraison: `atlsctl veraison endorsements`, and the local verifier fed
+// with nothing but what it wrote.
+
+std::string base64_std(const bytes& data) {
+  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data.data(),
+                                static_cast<int>(data.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+// The kid the attester puts in evidence, read from `evidence dump`.
+bytes kid_of_fresh_evidence(const swtpm& simulator, const temp_dir& dir) {
+  const auto file = (dir / "kid-evidence.cbor").string();
+  REQUIRE(atlsctl({"evidence", "collect", "--tcti", simulator.tcti(), "--nonce", "0123456789abcdef",
+                   "--out", file})
+              .exit_code == 0);
+  const auto dumped = atlsctl({"evidence", "dump", file});
+  REQUIRE(dumped.exit_code == 0);
+  return from_hex(std::string(boost::json::parse(dumped.out).at("kid").as_string()));
+}
+
+// SHA-256(old || SHA-256(data)): TPM2_PCR_Extend of the sha256 bank with the digest of data,
+// computed here apart from the TPM.
+bytes extended(const bytes& old, const bytes& data) {
+  auto input = old;
+  const auto digest = sha256(data);
+  input.insert(input.end(), digest.begin(), digest.end());
+  return sha256(input);
+}
+
+std::string base64url(const bytes& data) {
+  auto out = base64_std(data);
+  std::replace(out.begin(), out.end(), '+', '-');
+  std::replace(out.begin(), out.end(), '/', '_');
+  while (!out.empty() && out.back() == '=') {
+    out.pop_back();
+  }
+  return out;
+}
+
+TEST_CASE("atlsctl veraison endorsements writes the AK under base64(kid) and the PCRs' values") {
+  const temp_dir dir;
+  swtpm simulator(dir);
+  REQUIRE(atlsctl({"tpm", "provision", "--tcti", simulator.tcti()}).exit_code == 0);
+  const auto extend =
+      atlsctl({"tpm", "extend", "--tcti", simulator.tcti(), "--pcr", "3", "--data", "0a0b0c"});
+  INFO(extend.err);
+  REQUIRE(extend.exit_code == 0);
+  CHECK(extend.out == "extended sha256 PCR 3 with SHA-256 of 3 byte(s)\n");
+
+  const auto out = dir / "endorsements";
+  const auto made = atlsctl({"veraison", "endorsements", "--tcti", simulator.tcti(), "--pcrs",
+                             "sha256:0,1,2,3", "--out", out.string()});
+  INFO(made.err);
+  REQUIRE(made.exit_code == 0);
+  CHECK(made.out.empty());
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(out)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  CHECK(names ==
+        std::vector<std::string>{"comid-reference-values.json", "comid-trust-anchor.json"});
+
+  const auto ta = boost::json::parse(read_file(out / "comid-trust-anchor.json"));
+  const auto& avk = ta.at("triples").at("attester-verification-keys").as_array();
+  REQUIRE(avk.size() == 1);
+  const auto& env = avk[0].at("environment");
+  CHECK(env.at("class").at("id").at("type") == "uuid");
+  CHECK(env.at("class").at("id").at("value") == "4484fcb6-f1aa-49a3-aa27-988a83a67f1e");
+  CHECK(env.at("instance").at("type") == "bytes");
+  CHECK(std::string(env.at("instance").at("value").as_string()) ==
+        base64_std(kid_of_fresh_evidence(simulator, dir)));
+  const auto& keys = avk[0].at("verification-keys").as_array();
+  REQUIRE(keys.size() == 1);
+  CHECK(keys[0].at("type") == "pkix-base64-key");
+  const auto shown = atlsctl({"tpm", "show", "--json", "--tcti", simulator.tcti()});
+  REQUIRE(shown.exit_code == 0);
+  CHECK(std::string(keys[0].at("value").as_string()) + "\n" ==
+        std::string(boost::json::parse(shown.out).at("ak").at("public_key_pem").as_string()));
+
+  const auto rv = boost::json::parse(read_file(out / "comid-reference-values.json"));
+  const auto& triple = rv.at("triples").at("reference-values").at(0);
+  CHECK(triple.at("environment").as_object().size() == 1);
+  CHECK(triple.at("environment").at("class") == env.at("class"));
+  const auto& measurements = triple.at("measurements").as_array();
+  REQUIRE(measurements.size() == 4);
+  const bytes zero(32, 0);
+  for (std::size_t pcr = 0; pcr < 4; ++pcr) {
+    CAPTURE(pcr);
+    const auto expected = pcr == 3 ? extended(zero, from_hex("0a0b0c")) : zero;
+    CHECK(measurements[pcr].at("key") == boost::json::value{{"type", "uint"}, {"value", pcr}});
+    CHECK(measurements[pcr].at("value").at("digests") ==
+          boost::json::parse("[[1, \"" + base64url(expected) + "\"]]"));
+  }
+
+  // Written again for the same machine, the files are the same; with another class, both say so.
+  const auto again = atlsctl(
+      {"veraison", "endorsements", "--tcti", simulator.tcti(), "--pcrs", "sha256:0,1,2,3",
+       "--class-id", "01234567-89AB-CDEF-0123-456789ABCDEF", "--out", (dir / "other").string()});
+  REQUIRE(again.exit_code == 0);
+  for (const auto* name : {"comid-trust-anchor.json", "comid-reference-values.json"}) {
+    CHECK(read_file(dir / "other" / name).find("\"01234567-89ab-cdef-0123-456789abcdef\"") !=
+          std::string::npos);
+  }
+  REQUIRE(atlsctl({"veraison", "endorsements", "--tcti", simulator.tcti(), "--pcrs",
+                   "sha256:0,1,2,3", "--out", out.string()})
+              .exit_code == 0);
+  CHECK(boost::json::parse(read_file(out / "comid-trust-anchor.json")) == ta);
+  CHECK(boost::json::parse(read_file(out / "comid-reference-values.json")) == rv);
+}
+
+TEST_CASE(
+    "the local verifier given only atlsctl's endorsements accepts this TPM until a PCR changes") {
+  const temp_dir dir;
+  swtpm simulator(dir);
+  REQUIRE(atlsctl({"tpm", "provision", "--tcti", simulator.tcti()}).exit_code == 0);
+  const auto made = atlsctl({"veraison", "endorsements", "--tcti", simulator.tcti(), "--out",
+                             (dir / "endorsements").string()});
+  INFO(made.err);
+  REQUIRE(made.exit_code == 0);
+  const auto policy = dir.write("policy.yaml", R"(verifier:
+  local:
+    endorsements: endorsements
+accept:
+  minimum_status: affirming
+  required_submodules: [PARSEC_TPM]
+)");
+  const std::string nonce = "00112233445566778899aabbccddeeff";
+  const auto collect_and_verify = [&](const std::string& name) {
+    const auto evidence = (dir / name).string();
+    // The default PCR selection, 0 to 7, as `veraison endorsements` read them.
+    REQUIRE(atlsctl({"evidence", "collect", "--tcti", simulator.tcti(), "--nonce", nonce, "--out",
+                     evidence})
+                .exit_code == 0);
+    return atlsctl({"evidence", "verify", "--policy", policy.string(), "--nonce", nonce, evidence});
+  };
+
+  const auto accepted = collect_and_verify("before.cbor");
+  INFO(accepted.err);
+  CHECK(accepted.exit_code == 0);
+  CHECK(boost::json::parse(accepted.out).at("status") == "affirming");
+
+  REQUIRE(atlsctl({"tpm", "extend", "--tcti", simulator.tcti(), "--pcr", "7", "--data",
+                   "6368616e676564"})
+              .exit_code == 0);
+  const auto refused = collect_and_verify("after.cbor");
+  CHECK(refused.exit_code == 1);
+  const auto result = boost::json::parse(refused.out);
+  CHECK(result.at("status") == "warning");
+  CHECK(refused.err == "atlsctl: evidence verify: " +
+                           make_error_code(verify::verify_errc::status_not_acceptable).message() +
+                           "\n");
+}
+
+TEST_CASE("atlsctl veraison endorsements and tpm extend refuse bad arguments before the TPM") {
+  const temp_dir dir;
+  const auto tcti = std::string("swtpm:host=127.0.0.1,port=1");
+  const auto no_out = atlsctl({"veraison", "endorsements", "--tcti", tcti});
+  CHECK(no_out.exit_code == 2);
+  CHECK(no_out.err == "atlsctl: veraison endorsements needs --out DIR\n");
+  const auto bad_class = atlsctl({"veraison", "endorsements", "--tcti", tcti, "--class-id",
+                                  "not-a-uuid", "--out", (dir / "x").string()});
+  CHECK(bad_class.exit_code == 2);
+  CHECK(bad_class.err == "atlsctl: --class-id must be a UUID (8-4-4-4-12 hex digits)\n");
+  CHECK(atlsctl({"veraison", "endorsements", "--tcti", tcti, "--pcrs", "sha1:0", "--out",
+                 (dir / "x").string()})
+            .exit_code == 2);
+  CHECK_FALSE(std::filesystem::exists(dir / "x"));
+  const auto pcr = atlsctl({"tpm", "extend", "--tcti", tcti, "--pcr", "24", "--data", "00"});
+  CHECK(pcr.exit_code == 2);
+  CHECK(pcr.err == "atlsctl: --pcr must be 0 to 23\n");
+  const auto data = atlsctl({"tpm", "extend", "--tcti", tcti, "--pcr", "7", "--data", "0g"});
+  CHECK(data.exit_code == 2);
+  CHECK(data.err == "atlsctl: --data must be 1 to 1024 bytes of hex\n");
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <string>
 
+#include <boost/json.hpp>
 #include <doctest/doctest.h>
 
 #include "e2e/configs.hpp"
@@ -74,6 +75,41 @@ TEST_CASE("a request crosses two sidecars once the server's TPM evidence satisfi
   CHECK(contains(out.log(), "attestation=\"peer=affirming key=sha256:"));
   REQUIRE(in.wait_for_log("outcome=ok"));
   CHECK(contains(in.log(), "attestation=\"self=accepted\""));
+  // The audit lines: the client judged the server's attestation, the server learnt the verdict.
+  CHECK(contains(out.log(), "attestation listener=out id=1 peer=127.0.0.1:"));
+  CHECK(contains(out.log(),
+                 " mode=post-handshake model=background-check attester=peer round=0 "
+                 "verifier=\"local\" outcome=accepted status=affirming "
+                 "trust=\"instance-identity=2 executables=2 hardware=2\" key=sha256:"));
+  CHECK(contains(in.log(), " attester=self round=0 verifier=\"-\" outcome=accepted"));
+}
+
+TEST_CASE("with log.audit json, each attestation decision is one JSON object on its line") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  const tpm_identity tik(dir, p, "DNS:server.test", "serverAuth");
+  loopback_server origin(http_responder("audited\n"));
+  const auto in_port = free_port();
+  const auto out_port = free_port();
+  atlsd in(dir, "in", header(tik.config()) + attesting_inbound(in_port, origin.port(), tik));
+  auto config = header() + outbound("out", out_port, local(in_port), p, "server.test",
+                                    "    attestation:\n      peer:\n" +
+                                        peer_block(ak_file(dir, tik, "ak.pem"), zero_pcr));
+  config.replace(config.find("  level: debug\n"), 15, "  level: debug\n  audit: json\n");
+  atlsd out(dir, "out", config);
+
+  CHECK(curl_http(out_port).out == "audited\n");
+  REQUIRE(out.wait_for_log("outcome=ok"));
+  const auto log = out.log();
+  const auto start = log.find("{\"event\":\"attestation\"");
+  REQUIRE(start != std::string::npos);
+  const auto doc = boost::json::parse(log.substr(start, log.find('\n', start) - start));
+  CHECK(doc.at("listener") == "out");
+  CHECK(doc.at("attester") == "peer");
+  CHECK(doc.at("outcome") == "accepted");
+  CHECK(doc.at("status") == "affirming");
+  CHECK(doc.at("trust").at("hardware").at("tier") == "affirming");
+  CHECK(doc.at("key_sha256").as_string().size() == 64);
 }
 
 TEST_CASE("a request crosses two sidecars that attest the server inside the TLS handshake") {
@@ -121,6 +157,9 @@ TEST_CASE("a client sidecar refuses a server whose PCRs differ from its referenc
   // The quote's PCR digest matches no reference: the local verifier says "warning", which
   // the policy's minimum_status refuses; the attester learns why from the verdict.
   CHECK(out.wait_for_log("outcome=rejected reason=\"attestation status_below_policy"));
+  CHECK(contains(out.log(),
+                 " attester=peer round=0 verifier=\"local\" outcome=status_below_policy "
+                 "reason=\""));
   CHECK(in.wait_for_log("attestation verifier_refused"));
   CHECK(in.wait_for_log("the peer refused our attestation: status_below_policy"));
   CHECK(origin.accepted() == 0);

@@ -15,6 +15,8 @@ targets=(
   exported_authenticator_fuzz
   evidence_fuzz
   ear_fuzz
+  endorsements_fuzz
+  proxy_protocol_fuzz
 )
 cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >/dev/null
 
@@ -34,5 +36,8 @@ run() {  # target seed-file...
 run evidence_fuzz ../shared/vectors/parsec-tpm-evidence.cbor
 run ear_fuzz ../shared/vectors/ear-valid-0.jwt ../shared/vectors/ear-invalid-hs256.jwt \
   ../shared/vectors/ear-invalid-alg-none.jwt
+# Seeds: a real `atlsctl veraison endorsements` (PCRs 0-7), each file and both joined by a NUL.
+run endorsements_fuzz tests/fuzz/seeds/endorsements/* ../shared/vectors/comid-refval.json
 run exported_authenticator_fuzz tests/fuzz/seeds/exported_authenticator/*.bin
 run remote_attestation_fuzz tests/fuzz/seeds/remote_attestation/*
+run proxy_protocol_fuzz tests/fuzz/seeds/proxy_protocol/*.bin

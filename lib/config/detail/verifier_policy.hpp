@@ -12,7 +12,9 @@
 
 namespace atls::config::detail {
 
-// trusted_aks (PEM files, read here, or SPKI SHA-256 pins) and reference_values.
+// trusted_aks (PEM files, read here, or SPKI SHA-256 pins) and reference_values; or, instead of
+// both, endorsements: the directory `atlsctl veraison endorsements` writes, whose two CoMIDs are
+// read here (verify/endorsements.hpp) into the AK and the PCR values.
 [[nodiscard]] std::optional<verify::local_verifier_options> check_local_verifier(
     checker_base& c, const value_ref& v);
 

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -111,6 +112,10 @@ class tpm {
   // ECDSA P-256 signature by the TIK over a SHA-256 digest, as DER ECDSA-Sig-Value (what
   // OpenSSL's verify and TLS CertificateVerify expect).
   [[nodiscard]] result<bytes> sign(std::span<const std::uint8_t> sha256_digest);
+  // TPM2_PCR_Read of the selected PCRs: index -> value, as long as the bank's digest. Fails with
+  // tpm_errc::bad_argument for a selection quote() would refuse, or when the TPM does not return
+  // every selected PCR.
+  [[nodiscard]] result<std::map<std::uint8_t, bytes>> read_pcrs(const pcr_selection& pcrs);
   // PCR_Extend of one PCR's SHA-256 bank with SHA-256(data).
   [[nodiscard]] result<void> extend_pcr(std::uint32_t index, std::span<const std::uint8_t> data);
   // TPM2_GetRandom: n bytes (1 to 32) from the TPM's generator. One minimal TPM round trip, with

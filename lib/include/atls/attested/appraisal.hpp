@@ -28,9 +28,9 @@ using bytes = std::vector<std::uint8_t>;
 // to `binder` (the verifier gets it as the nonce and checks it in the evidence). Passport: the
 // CMW must carry an EAR signed by one of rp.passport_keys; its freshness is its own iat/exp
 // against rp.accept (a passport is not bound to the connection: its binding is the key, proven
-// by the handshake). Either way, the result must name `proven_key` as the attested key
-// (verify_errc::attested_key_mismatch), pass rp.accept (verify::check), and, when the policy
-// pins keys, name a pinned one (errc::attester_not_pinned).
+// by the handshake). Either way, the result must pass rp.accept (verify::check), name
+// `proven_key` as the attested key (verify_errc::attested_key_mismatch) and, when the policy
+// pins keys, name a pinned one (errc::attester_not_pinned), checked in that order.
 //
 // Fails with tls::errc::malformed_cmw, verify_errc or attest::evidence_errc; reason_of() names
 // the failure. Completes on the awaiting coroutine's executor.
@@ -38,7 +38,7 @@ using bytes = std::vector<std::uint8_t>;
     const relying_party& rp, std::span<const std::uint8_t> cmw, bytes binder, bytes proven_key);
 
 // The same checks for a result already obtained (what appraise_peer runs after the verifier):
-// the key match, the policy at `now`, the pins.
+// the policy at `now`, the key match, the pins.
 [[nodiscard]] result<void> accept_result(const relying_party& rp,
                                          const verify::attestation_result& attestation,
                                          std::span<const std::uint8_t> proven_key,

@@ -62,6 +62,12 @@ using private_key_ref = std::variant<file_ref, tpm_key_ref>;
 
 enum class listener_mode { inbound, outbound };
 
+// What an inbound listener sends its upstream before the first workload byte.
+enum class proxy_protocol_version {
+  none,
+  v2,  // a PROXY protocol v2 header with the client's address, TLS and attestation TLVs
+};
+
 struct timeouts {
   std::chrono::milliseconds connect{std::chrono::seconds(10)};
   std::chrono::milliseconds handshake{std::chrono::seconds(10)};
@@ -170,12 +176,17 @@ struct listener {
   std::size_t max_connections = 1024;
   std::size_t buffer_size = std::size_t{16} * 1024;  // per direction, per connection
   std::optional<config::attestation> attestation;
+  proxy_protocol_version proxy_protocol = proxy_protocol_version::none;  // inbound only
 };
 
 enum class log_level { trace, debug, info, warn, error };
 
+// How the attestation audit lines are written: key=value text, or one JSON object per line.
+enum class audit_format { text, json };
+
 struct daemon_config {
   config::log_level log_level = config::log_level::info;
+  config::audit_format audit = audit_format::text;
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
   unsigned threads = 2;
   tpm_settings tpm;

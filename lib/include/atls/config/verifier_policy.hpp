@@ -27,8 +27,9 @@ struct verifier_policy_result {
 
 // Parses and validates a verifier policy file with the daemon config's rules: every problem is
 // reported ("file:line:col: key: message"), unknown keys are errors, and nothing falls back to
-// a default on a typo. Unlike the daemon config, it reads the PEM files it names (trusted AKs),
-// so a missing or unusable key file is reported here, at its key.
+// a default on a typo. Unlike the daemon config, it reads the files it names (trusted AKs' PEM
+// files, or the CoMIDs of an endorsements directory), so a missing or unusable file is reported
+// here, at its key.
 [[nodiscard]] verifier_policy_result load_verifier_policy_file(const std::filesystem::path& path);
 
 // The same over text already in memory; file_name is used in diagnostics, and relative paths

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include "atls/attested/audit.hpp"
 #include "atls/attested/settings.hpp"
 #include "atls/common/result.hpp"
 #include "atls/net/endpoint.hpp"
@@ -22,6 +24,14 @@ namespace atls::proxy {
 enum class mode {
   inbound,   // TLS from the network, plaintext to the local workload
   outbound,  // plaintext from the local workload, TLS to the network
+};
+
+// What an inbound listener sends its upstream before the first workload byte.
+enum class proxy_protocol_version : std::uint8_t {
+  none,
+  // A PROXY protocol v2 header (proxy/proxy_protocol.hpp) with the client's address, its TLS and
+  // what it proved by attestation, sent once the handshake and attestation have succeeded.
+  v2,
 };
 
 struct timeouts {
@@ -43,6 +53,9 @@ struct listener_options {
   // Set: connections are attested as these settings say (the tls context must have been
   // prepared for the mode: attested::install_post_handshake). Unset: plain TLS.
   std::shared_ptr<const attested::settings> attestation;
+  proxy_protocol_version proxy_protocol = proxy_protocol_version::none;  // inbound only
+  // The form of the attestation audit lines (attested/audit.hpp), one per decision.
+  attested::audit_format audit = attested::audit_format::text;
 };
 
 class server {
