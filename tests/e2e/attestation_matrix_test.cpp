@@ -19,6 +19,7 @@
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
 #include "support/daemon.hpp"
+#include "support/evidence_builder.hpp"
 #include "support/loopback.hpp"
 #include "support/veraison_server.hpp"
 
@@ -63,11 +64,7 @@ class matrix {
     });
     const auto published = verify::parse_jwk(verifier_->ear_key_jwk());
     REQUIRE(published.has_value());
-    const bio_ptr pem(BIO_new(BIO_s_mem()));
-    REQUIRE(PEM_write_bio_PUBKEY(pem.get(), published->key.get()) == 1);
-    BUF_MEM* memory = nullptr;
-    BIO_get_mem_ptr(pem.get(), &memory);
-    std::ofstream(server_dir_ / "ear.pem") << std::string(memory->data, memory->length);
+    std::ofstream(server_dir_ / "ear.pem") << public_pem_of(published->key.get());
     std::ofstream(server_dir_ / "server-ak.pem") << server_tik_.ak_public_pem;
     std::ofstream(server_dir_ / "client-ak.pem") << client_tik_.ak_public_pem;
   }

@@ -30,6 +30,7 @@
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
 #include "support/daemon.hpp"
+#include "support/evidence_builder.hpp"
 #include "support/loopback.hpp"
 #include "support/process.hpp"
 #include "support/veraison_server.hpp"
@@ -236,11 +237,7 @@ struct attesting_client {
     });
     const auto published = verify::parse_jwk(verifier->ear_key_jwk());
     REQUIRE(published.has_value());
-    const bio_ptr pem(BIO_new(BIO_s_mem()));
-    REQUIRE(PEM_write_bio_PUBKEY(pem.get(), published->key.get()) == 1);
-    BUF_MEM* memory = nullptr;
-    BIO_get_mem_ptr(pem.get(), &memory);
-    std::ofstream(server_dir / "ear.pem") << std::string(memory->data, memory->length);
+    std::ofstream(server_dir / "ear.pem") << public_pem_of(published->key.get());
     std::ofstream(server_dir / "client-ak.pem") << tik.ak_public_pem;
   }
 

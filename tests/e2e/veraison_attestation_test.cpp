@@ -19,6 +19,7 @@
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
 #include "support/daemon.hpp"
+#include "support/evidence_builder.hpp"
 #include "support/loopback.hpp"
 #include "support/veraison_server.hpp"
 
@@ -29,14 +30,6 @@ using namespace std::chrono_literals;
 
 bool contains(const std::string& text, std::string_view part) {
   return text.find(part) != std::string::npos;
-}
-
-std::string pem_of(EVP_PKEY* key) {
-  const bio_ptr out(BIO_new(BIO_s_mem()));
-  REQUIRE(PEM_write_bio_PUBKEY(out.get(), key) == 1);
-  BUF_MEM* memory = nullptr;
-  BIO_get_mem_ptr(out.get(), &memory);
-  return {memory->data, memory->length};
 }
 
 // The server's swtpm endorsed at a Veraison service that expects its PCRs 0-7 all zero (as
@@ -58,7 +51,7 @@ struct veraison_setup {
     const auto published = verify::parse_jwk(verifier->ear_key_jwk());
     REQUIRE(published.has_value());
     ear_key = dir / "veraison-ear.pem";
-    std::ofstream(ear_key) << pem_of(published->key.get());
+    std::ofstream(ear_key) << public_pem_of(published->key.get());
   }
 
   // A `veraison` mapping at `indent` spaces: this test's service and its pinned EAR key.
