@@ -662,16 +662,23 @@ struct tpm::session {
 // One thread, one queue, one ESAPI session: TPM commands never interleave and never run on the
 // caller's thread.
 struct tpm::worker {
-  explicit worker(const tpm_options& options) : session_(options) {
-    thread_ = std::thread([this] { loop(); });
+  explicit worker(const tpm_options& options) : shared_(std::make_shared<queue>(options)) {
+    thread_ = std::thread([shared = shared_] { loop(*shared); });
   }
+  // A job can hold the last reference to the tpm (a signing key's binding does), so this may run
+  // on the worker thread itself, where joining would deadlock: the thread is then left to finish
+  // the queue on its own, and the queue lives as long as the thread that drains it.
   ~worker() {
     {
-      const std::lock_guard lock(mutex_);
-      stopping_ = true;
+      const std::lock_guard lock(shared_->mutex);
+      shared_->stopping = true;
     }
-    wake_.notify_one();
-    thread_.join();
+    shared_->wake.notify_one();
+    if (on_worker_thread()) {
+      thread_.detach();
+    } else {
+      thread_.join();
+    }
   }
   worker(const worker&) = delete;
   worker& operator=(const worker&) = delete;
@@ -680,40 +687,45 @@ struct tpm::worker {
 
   void push(std::function<void(session&)> job) {
     {
-      const std::lock_guard lock(mutex_);
-      jobs_.push_back(std::move(job));
+      const std::lock_guard lock(shared_->mutex);
+      shared_->jobs.push_back(std::move(job));
     }
-    wake_.notify_one();
+    shared_->wake.notify_one();
   }
 
   [[nodiscard]] bool on_worker_thread() const {
     return std::this_thread::get_id() == thread_.get_id();
   }
 
-  session& own_session() { return session_; }
+  session& own_session() { return shared_->tpm_session; }
 
  private:
-  void loop() {
+  struct queue {
+    explicit queue(const tpm_options& options) : tpm_session(options) {}
+    session tpm_session;
+    std::mutex mutex;
+    std::condition_variable wake;
+    std::deque<std::function<void(session&)>> jobs;
+    bool stopping = false;
+  };
+
+  static void loop(queue& q) {
     for (;;) {
       std::function<void(session&)> job;
       {
-        std::unique_lock lock(mutex_);
-        wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-        if (jobs_.empty()) {
+        std::unique_lock lock(q.mutex);
+        q.wake.wait(lock, [&q] { return q.stopping || !q.jobs.empty(); });
+        if (q.jobs.empty()) {
           return;  // stopping, and every queued job has run
         }
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
+        job = std::move(q.jobs.front());
+        q.jobs.pop_front();
       }
-      job(session_);
+      job(q.tpm_session);
     }
   }
 
-  session session_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<std::function<void(session&)>> jobs_;
-  bool stopping_ = false;
+  std::shared_ptr<queue> shared_;
   std::thread thread_;
 };
 
