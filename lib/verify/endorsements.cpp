@@ -555,6 +555,10 @@ std::string to_string(const uuid& id) {
   return out;
 }
 
+std::string instance_id_of(std::span<const std::uint8_t> kid) {
+  return base64_std_encode(kid);
+}
+
 std::optional<uuid> parse_uuid(std::string_view text) {
   if (text.size() != 36) {
     return std::nullopt;
@@ -629,7 +633,7 @@ detailed_result<endorsement_documents> make_endorsements(const machine_endorseme
   // evidence handler looks the trust anchor up as a bytes instance of the kid.
   json::object ta_env;
   ta_env["class"] = klass;
-  ta_env["instance"] = type_value("bytes", json::string(base64_std_encode(e.instance_id)));
+  ta_env["instance"] = type_value("bytes", json::string(instance_id_of(e.instance_id)));
   json::array keys;
   keys.emplace_back(type_value("pkix-base64-key", json::string(pem_of(*ak))));
   json::object ta_triple;

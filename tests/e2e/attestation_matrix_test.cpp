@@ -4,33 +4,21 @@
 // (each attester presents an EAR from the Veraison test server, which the relying party checks
 // offline). A request crosses only when every attestation the policies ask for passed.
 #include <chrono>
-#include <fstream>
-#include <optional>
 #include <string>
 
 #include <doctest/doctest.h>
-#include <openssl/bio.h>
-#include <openssl/buffer.h>
-#include <openssl/pem.h>
 
-#include "atls/common/openssl_ptr.hpp"
-#include "atls/verify/jose.hpp"
-
+#include "e2e/attestation_configs.hpp"
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
+#include "e2e/veraison_fixture.hpp"
 #include "support/daemon.hpp"
-#include "support/evidence_builder.hpp"
 #include "support/loopback.hpp"
-#include "support/veraison_server.hpp"
 
 namespace atls::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
-}
 
 struct roles {
   bool server_attests = false;
@@ -49,25 +37,10 @@ class matrix {
   matrix()
       : p_(make_pki(server_dir_)),
         server_tik_(server_dir_, p_, "DNS:server.test", "serverAuth"),
-        client_tik_(client_dir_, p_, "DNS:client.test", "clientAuth") {
-    const auto server = server_tik_.veraison_endorsement(server_dir_);
-    const auto client = client_tik_.veraison_endorsement(client_dir_);
-    verify::pcr_values zeros;
-    for (std::uint8_t index = 0; index < 8; ++index) {
-      zeros.values[index] = verify::bytes(32, 0);
-    }
-    verifier_.emplace(veraison_server_options{
-        .trust_anchors = {{server.instance_id, server.ak_spki_der},
-                          {client.instance_id, client.ak_spki_der}},
-        .reference = zeros,
-        .check_nonce = true,
-    });
-    const auto published = verify::parse_jwk(verifier_->ear_key_jwk());
-    REQUIRE(published.has_value());
-    std::ofstream(server_dir_ / "ear.pem") << public_pem_of(published->key.get());
-    std::ofstream(server_dir_ / "server-ak.pem") << server_tik_.ak_public_pem;
-    std::ofstream(server_dir_ / "client-ak.pem") << client_tik_.ak_public_pem;
-  }
+        client_tik_(client_dir_, p_, "DNS:client.test", "clientAuth"),
+        veraison_(server_dir_, {&server_tik_, &client_tik_}, server_dir_ / "ear.pem"),
+        server_ak_(write_ak(server_dir_, server_tik_, "server-ak.pem")),
+        client_ak_(write_ak(server_dir_, client_tik_, "client-ak.pem")) {}
 
   // Starts the pair, sends one request through it and checks what each side logged.
   void check(roles who, variant how) {
@@ -85,7 +58,7 @@ class matrix {
         REQUIRE(out.wait_for_log("passport: new attestation result"));
       }
     }
-    const auto asked = verifier_->requests();
+    const auto asked = veraison_.server().requests();
 
     const auto fetched = curl_http(out_port);
     INFO(fetched.err);
@@ -98,7 +71,7 @@ class matrix {
     CHECK(contains(in.log(), "attestation=\"peer=affirming key=sha256:" + client_tik_.tik_pin()) ==
           who.client_attests);
     if (how.passport) {
-      CHECK(verifier_->requests() == asked);  // the relying parties called nobody
+      CHECK(veraison_.server().requests() == asked);  // the relying parties called nobody
     }
   }
 
@@ -109,29 +82,17 @@ class matrix {
            "\n      model: " + (how.passport ? "passport" : "background-check") + "\n";
   }
 
-  [[nodiscard]] std::string self_block(variant how) const {
-    std::string out = "      self:\n        pcrs: [0, 1, 2, 3, 4, 5, 6, 7]\n";
-    if (how.passport) {
-      out += "        veraison:\n          urls: [" + verifier_->base_url() +
-             "]\n          ear_key: " + (server_dir_ / "ear.pem").string() + "\n";
-    }
-    return out;
+  [[nodiscard]] std::string attester_block(variant how) const {
+    return self_block(how.passport ? veraison_.block(8) : "");
   }
 
   // The relying party's rules for a peer whose AK is in `ak_file`.
-  [[nodiscard]] std::string peer_block(variant how, const std::string& ak_file,
-                                       const std::string& more = "") const {
+  [[nodiscard]] std::string relying_block(variant how, const std::filesystem::path& ak_file,
+                                          const std::string& more = "") const {
     if (how.passport) {
-      return "      peer:\n        passport_keys: [" + (server_dir_ / "ear.pem").string() +
-             "]\n        accept: {minimum_status: affirming, max_age: 5m}\n" + more;
+      return passport_peer_block({.ear_key = veraison_.ear_key(), .more = more});
     }
-    std::string pcrs;
-    for (int i = 0; i < 8; ++i) {
-      pcrs += std::string(i == 0 ? "" : ", ") + std::to_string(i) + ": " + std::string(64, '0');
-    }
-    return "      peer:\n        verifier: local\n        local:\n          trusted_aks: [{pem: " +
-           (server_dir_ / ak_file).string() + "}]\n          reference_values: {bank: sha256, " +
-           "pcrs: {" + pcrs + "}}\n        accept: {minimum_status: affirming}\n" + more;
+    return peer_block({.trusted_ak = trusted_pem(ak_file), .more = more});
   }
 
   // The server: its TIK when it attests, the PKI's file key otherwise. An attesting client is
@@ -140,7 +101,7 @@ class matrix {
   [[nodiscard]] std::string inbound_config(roles who, variant how, std::uint16_t port,
                                            std::uint16_t origin) const {
     std::string tls = who.server_attests
-                          ? "      cert: " + server_tik_.cert.string() + "\n      key: tpm:tik\n"
+                          ? tik_tls(server_tik_)
                           : "      cert: " + (p_ / "server.crt").string() +
                                 "\n      key: " + (p_ / "server.key").string() + "\n";
     if (who.client_attests && who.server_attests) {
@@ -148,12 +109,12 @@ class matrix {
     }
     std::string attestation = mode_and_model(how);
     if (who.server_attests) {
-      attestation += self_block(how);
+      attestation += attester_block(how);
     }
     if (who.client_attests) {
       const std::string pin =
           who.server_attests ? "" : "        pin: [" + client_tik_.tik_pin() + "]\n";
-      attestation += peer_block(how, "client-ak.pem", pin);
+      attestation += relying_block(how, client_ak_, pin);
     }
     return header(who.server_attests ? server_tik_.config() : "") +
            "  - name: in\n    mode: inbound\n    listen: " + local(port) +
@@ -164,14 +125,12 @@ class matrix {
                                             std::uint16_t server) const {
     std::string attestation = mode_and_model(how);
     if (who.client_attests) {
-      attestation += self_block(how);
+      attestation += attester_block(how);
     }
     if (who.server_attests) {
-      attestation += peer_block(how, "server-ak.pem");
+      attestation += relying_block(how, server_ak_);
     }
-    const std::string client_key =
-        who.client_attests ? "      cert: " + client_tik_.cert.string() + "\n      key: tpm:tik\n"
-                           : "";
+    const std::string client_key = who.client_attests ? tik_tls(client_tik_) : "";
     return header(who.client_attests ? client_tik_.config() : "") +
            outbound("out", port, local(server), p_, "server.test", attestation, client_key);
   }
@@ -181,7 +140,9 @@ class matrix {
   const pki p_;
   const tpm_identity server_tik_;
   const tpm_identity client_tik_;
-  std::optional<veraison_server> verifier_;
+  veraison_fixture veraison_;
+  const std::filesystem::path server_ak_;
+  const std::filesystem::path client_ak_;
 };
 
 // One test case per role combination, so that each stays well inside the per-test time limit

@@ -1,12 +1,11 @@
 // Post-handshake attestation between two atlsd sidecars, end to end: real sockets, swtpm as the
 // attesters' TPMs, the built-in local verifier on the relying party, curl as the workload.
 #include <chrono>
-#include <fstream>
 #include <string>
 
-#include <boost/json.hpp>
 #include <doctest/doctest.h>
 
+#include "e2e/attestation_configs.hpp"
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
 #include "support/daemon.hpp"
@@ -17,39 +16,15 @@ namespace {
 
 using namespace std::chrono_literals;
 
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
+// The client's `peer` rules for the server's TPM: its AK trusted, the rest as `rules` says.
+std::string server_peer(const temp_dir& dir, const tpm_identity& tik, local_peer rules = {}) {
+  rules.trusted_ak = trusted_pem(write_ak(dir, tik, "ak.pem"));
+  return peer_block(rules);
 }
 
-const std::string zero_pcr(64, '0');
-
-// The relying party's `peer` block: the local verifier trusting `ak_pem`, with PCRs 0-7 expected
-// at `pcr_value` (swtpm's PCRs are all zero after start-up).
-std::string peer_block(const std::filesystem::path& ak_pem, const std::string& pcr_value,
-                       const std::string& more = "") {
-  std::string pcrs;
-  for (int i = 0; i < 8; ++i) {
-    pcrs += std::string(i == 0 ? "" : ", ") + std::to_string(i) + ": " + pcr_value;
-  }
-  return "        verifier: local\n        local:\n          trusted_aks: [{pem: " +
-         ak_pem.string() + "}]\n          reference_values: {bank: sha256, pcrs: {" + pcrs +
-         "}}\n        accept: {minimum_status: affirming}\n" + more;
-}
-
-// An inbound listener whose key is the TIK, attesting itself, with `extra` inside `attestation`.
-std::string attesting_inbound(std::uint16_t port, std::uint16_t origin, const tpm_identity& tik,
-                              const std::string& extra = "") {
-  return "  - name: in\n    mode: inbound\n    listen: " + local(port) +
-         "\n    upstream: " + local(origin) + "\n    tls:\n      cert: " + tik.cert.string() +
-         "\n      key: tpm:tik\n    attestation:\n      self:\n        pcrs: [0, 1, 2, 3, 4, 5, "
-         "6, 7]\n" +
-         extra;
-}
-
-std::string ak_file(const temp_dir& dir, const tpm_identity& tik, const std::string& name) {
-  const auto path = dir / name;
-  std::ofstream(path) << tik.ak_public_pem;
-  return path.string();
+// A `pin` of a key that is not the server's TIK.
+std::string another_pin() {
+  return "        pin: [" + std::string(64, 'a') + "]\n";
 }
 
 TEST_CASE("a request crosses two sidecars once the server's TPM evidence satisfies the client") {
@@ -61,9 +36,7 @@ TEST_CASE("a request crosses two sidecars once the server's TPM evidence satisfi
   const auto out_port = free_port();
   atlsd in(dir, "in", header(tik.config()) + attesting_inbound(in_port, origin.port(), tik));
   atlsd out(dir, "out",
-            header() + outbound("out", out_port, local(in_port), p, "server.test",
-                                "    attestation:\n      peer:\n" +
-                                    peer_block(ak_file(dir, tik, "ak.pem"), zero_pcr)));
+            header() + relying_outbound("out", out_port, in_port, p, server_peer(dir, tik)));
 
   const auto fetched = curl_http(out_port);
   INFO(fetched.err);
@@ -92,19 +65,13 @@ TEST_CASE("with log.audit json, each attestation decision is one JSON object on 
   const auto in_port = free_port();
   const auto out_port = free_port();
   atlsd in(dir, "in", header(tik.config()) + attesting_inbound(in_port, origin.port(), tik));
-  auto config = header() + outbound("out", out_port, local(in_port), p, "server.test",
-                                    "    attestation:\n      peer:\n" +
-                                        peer_block(ak_file(dir, tik, "ak.pem"), zero_pcr));
-  config.replace(config.find("  level: debug\n"), 15, "  level: debug\n  audit: json\n");
-  atlsd out(dir, "out", config);
+  atlsd out(
+      dir, "out",
+      json_audit_header() + relying_outbound("out", out_port, in_port, p, server_peer(dir, tik)));
 
   CHECK(curl_http(out_port).out == "audited\n");
   REQUIRE(out.wait_for_log("outcome=ok"));
-  const auto log = out.log();
-  const auto start = log.find("{\"event\":\"attestation\"");
-  REQUIRE(start != std::string::npos);
-  const auto doc = boost::json::parse(log.substr(start, log.find('\n', start) - start));
-  CHECK(doc.at("listener") == "out");
+  const auto doc = audit_json(out, "out");
   CHECK(doc.at("attester") == "peer");
   CHECK(doc.at("outcome") == "accepted");
   CHECK(doc.at("status") == "affirming");
@@ -120,11 +87,11 @@ TEST_CASE("a request crosses two sidecars that attest the server inside the TLS 
   const auto in_port = free_port();
   const auto out_port = free_port();
   const std::string mode = "      mode: intra-handshake\n";
-  atlsd in(dir, "in", header(tik.config()) + attesting_inbound(in_port, origin.port(), tik, mode));
+  atlsd in(dir, "in",
+           header(tik.config()) + attesting_inbound(in_port, origin.port(), tik,
+                                                    {.attestation = mode + self_block()}));
   atlsd out(dir, "out",
-            header() + outbound("out", out_port, local(in_port), p, "server.test",
-                                "    attestation:\n" + mode + "      peer:\n" +
-                                    peer_block(ak_file(dir, tik, "ak.pem"), zero_pcr)));
+            header() + relying_outbound("out", out_port, in_port, p, mode + server_peer(dir, tik)));
 
   const auto fetched = curl_http(out_port);
   INFO(fetched.err);
@@ -145,10 +112,10 @@ TEST_CASE("a client sidecar refuses a server whose PCRs differ from its referenc
   const auto in_port = free_port();
   const auto out_port = free_port();
   atlsd in(dir, "in", header(tik.config()) + attesting_inbound(in_port, origin.port(), tik));
-  atlsd out(dir, "out",
-            header() + outbound("out", out_port, local(in_port), p, "server.test",
-                                "    attestation:\n      peer:\n" +
-                                    peer_block(ak_file(dir, tik, "ak.pem"), std::string(64, 'f'))));
+  atlsd out(
+      dir, "out",
+      header() + relying_outbound("out", out_port, in_port, p,
+                                  server_peer(dir, tik, {.pcr_value = std::string(64, 'f')})));
 
   const auto fetched = curl_http(out_port);
   CHECK(fetched.out.empty());
@@ -174,14 +141,16 @@ TEST_CASE("a client sidecar refuses a server pinned to another attested key") {
   const auto out_port = free_port();
   atlsd in(dir, "in", header(tik.config()) + attesting_inbound(in_port, origin.port(), tik));
   atlsd out(dir, "out",
-            header() + outbound("out", out_port, local(in_port), p, "server.test",
-                                "    attestation:\n      peer:\n" +
-                                    peer_block(ak_file(dir, tik, "ak.pem"), zero_pcr,
-                                               "        pin: [" + std::string(64, 'a') + "]\n")));
+            header() + relying_outbound("out", out_port, in_port, p,
+                                        server_peer(dir, tik, {.more = another_pin()})));
   const auto fetched = curl_http(out_port);
   CHECK(fetched.out.empty());
   INFO(out.log());
   CHECK(out.wait_for_log("outcome=rejected reason=\"attestation not_pinned"));
+  // The audit line names the rule that refused: the result passed `accept`, the key is not pinned.
+  CHECK(contains(out.log(),
+                 " attester=peer round=0 verifier=\"local\" outcome=not_pinned "
+                 "reason=\"the attested key is not among the policy's pinned keys\""));
   CHECK(origin.accepted() == 0);
 }
 
@@ -194,9 +163,7 @@ TEST_CASE("a client sidecar that requires attestation refuses a server that does
   const auto out_port = free_port();
   atlsd in(dir, "in", header() + inbound("in", in_port, local(origin.port()), p));
   atlsd out(dir, "out",
-            header() + outbound("out", out_port, local(in_port), p, "server.test",
-                                "    attestation:\n      peer:\n" +
-                                    peer_block(ak_file(dir, tik, "ak.pem"), zero_pcr)));
+            header() + relying_outbound("out", out_port, in_port, p, server_peer(dir, tik)));
   const auto fetched = curl_http(out_port);
   CHECK(fetched.out.empty());
   INFO(out.log());
@@ -212,11 +179,10 @@ TEST_CASE(
   const tpm_identity tik(dir, p, "DNS:server.test", "serverAuth");
   loopback_server origin(http_responder("must not be seen\n"));
   const auto in_port = free_port();
-  atlsd in(dir, "in",
-           header() + inbound("in", in_port, local(origin.port()), p,
-                              "    attestation:\n      peer:\n" +
-                                  peer_block(ak_file(dir, tik, "ak.pem"), zero_pcr,
-                                             "        pin: [" + std::string(64, 'a') + "]\n")));
+  atlsd in(
+      dir, "in",
+      header() + inbound("in", in_port, local(origin.port()), p,
+                         "    attestation:\n" + server_peer(dir, tik, {.more = another_pin()})));
   const auto hello = run({"openssl", "s_client", "-connect", local(in_port), "-tls1_3",
                           "-servername", "server.test", "-CAfile", (p / "ca.crt").string()},
                          15s);
@@ -238,22 +204,19 @@ TEST_CASE("two sidecars attest to each other with their own TPMs before a reques
   const auto in_port = free_port();
   const auto out_port = free_port();
   // RA + PKI both ways: the client's TIK certificate is checked against the CA in the handshake.
-  auto in_config =
+  const auto client_ak = trusted_pem(write_ak(dir, client_tik, "client-ak.pem"));
+  atlsd in(
+      dir, "in",
       header(server_tik.config()) +
-      attesting_inbound(
-          in_port, origin.port(), server_tik,
-          "      peer:\n" + peer_block(ak_file(dir, client_tik, "client-ak.pem"), zero_pcr));
-  const auto tls_line = std::string("      key: tpm:tik\n");
-  in_config.insert(in_config.find(tls_line) + tls_line.size(),
-                   "      client_auth:\n        ca: " + (p / "ca.crt").string() + "\n");
-  atlsd in(dir, "in", in_config);
+          attesting_inbound(
+              in_port, origin.port(), server_tik,
+              {.attestation = self_block() + peer_block({.trusted_ak = client_ak}),
+               .tls_more = "      client_auth:\n        ca: " + (p / "ca.crt").string() + "\n"}));
   atlsd out(client_dir, "out",
             header(client_tik.config()) +
                 outbound("out", out_port, local(in_port), p, "server.test",
-                         "    attestation:\n      self:\n        pcrs: [0, 1, 2, 3, 4, 5, 6, 7]\n"
-                         "      peer:\n" +
-                             peer_block(ak_file(dir, server_tik, "server-ak.pem"), zero_pcr),
-                         "      cert: " + client_tik.cert.string() + "\n      key: tpm:tik\n"));
+                         "    attestation:\n" + self_block() + server_peer(dir, server_tik),
+                         tik_tls(client_tik)));
 
   const auto fetched = curl_http(out_port);
   INFO(fetched.err);

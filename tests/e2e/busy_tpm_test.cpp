@@ -8,7 +8,6 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -22,6 +21,7 @@
 
 #include "atls/common/openssl_ptr.hpp"
 
+#include "e2e/attestation_configs.hpp"
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
 #include "support/daemon.hpp"
@@ -50,28 +50,6 @@ constexpr int attesting_clients = 3;
 // step of an attested connection falls inside it.
 constexpr std::size_t samples = 50;
 constexpr auto pacing = 100ms;
-
-const std::string zero_pcr(64, '0');
-
-// The relying party's `peer` block, as in attestation_test.cpp: the local verifier trusting the
-// AK in ak_pem, with PCRs 0-7 expected at zero (swtpm's PCRs after start-up).
-std::string peer_block(const std::filesystem::path& ak_pem) {
-  std::string pcrs;
-  for (int i = 0; i < 8; ++i) {
-    pcrs += std::string(i == 0 ? "" : ", ") + std::to_string(i) + ": " + zero_pcr;
-  }
-  return "        verifier: local\n        local:\n          trusted_aks: [{pem: " +
-         ak_pem.string() + "}]\n          reference_values: {bank: sha256, pcrs: {" + pcrs +
-         "}}\n        accept: {minimum_status: affirming}\n";
-}
-
-// An inbound listener whose key is the TIK and which attests itself after the handshake.
-std::string attesting_inbound(std::uint16_t port, std::uint16_t origin, const tpm_identity& tik) {
-  return "  - name: attested\n    mode: inbound\n    listen: " + local(port) +
-         "\n    upstream: " + local(origin) + "\n    tls:\n      cert: " + tik.cert.string() +
-         "\n      key: tpm:tik\n    attestation:\n      self:\n        pcrs: [0, 1, 2, 3, 4, 5, "
-         "6, 7]\n";
-}
 
 using ssl_ctx_ptr = std::unique_ptr<SSL_CTX, openssl_free<SSL_CTX_free>>;
 using ssl_ptr = std::unique_ptr<SSL, openssl_free<SSL_free>>;
@@ -256,17 +234,17 @@ TEST_CASE(
   const auto plain_port = free_port();
   const auto relying_port = free_port();
   // One connection thread: the attested and the plain listener's connections all share it.
-  atlsd server(dir, "server",
-               "log:\n  level: debug\ndrain_timeout: 5s\nthreads: 1\ntpm:\n  tcti: \"" +
-                   tpm.tcti() + "\"\nlisteners:\n" +
-                   attesting_inbound(attested_port, attested_origin.port(), tik) +
-                   inbound("plain", plain_port, local(plain_origin.port()), p));
-  const auto ak_pem = dir / "ak.pem";
-  std::ofstream(ak_pem) << tik.ak_public_pem;
+  atlsd server(
+      dir, "server",
+      "log:\n  level: debug\ndrain_timeout: 5s\nthreads: 1\ntpm:\n  tcti: \"" + tpm.tcti() +
+          "\"\nlisteners:\n" +
+          attesting_inbound(attested_port, attested_origin.port(), tik, {.name = "attested"}) +
+          inbound("plain", plain_port, local(plain_origin.port()), p));
   atlsd relying_party(
       dir, "relying",
-      header() + outbound("out", relying_port, local(attested_port), p, "server.test",
-                          "    attestation:\n      peer:\n" + peer_block(ak_pem)));
+      header() +
+          relying_outbound("out", relying_port, attested_port, p,
+                           peer_block({.trusted_ak = trusted_pem(write_ak(dir, tik, "ak.pem"))})));
 
   // Both paths work, with the TPM at full speed.
   const auto first = curl_http(relying_port);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
@@ -16,6 +17,7 @@
 #include "atls/attest/evidence.hpp"
 #include "atls/common/hex.hpp"
 #include "atls/common/openssl_ptr.hpp"
+#include "atls/verify/endorsements.hpp"
 
 #include "support/daemon.hpp"
 #include "support/process.hpp"
@@ -77,19 +79,17 @@ struct tpm_identity {
     const std::vector<std::uint8_t> evidence((std::istreambuf_iterator<char>(in)), {});
     const auto decoded = attest::decode(evidence);
     REQUIRE(decoded.has_value());
-    endorsement out;
-    out.instance_id.resize(4 * ((decoded->kid.size() + 2) / 3) + 1);
-    const int length = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.instance_id.data()),
-                                       decoded->kid.data(), static_cast<int>(decoded->kid.size()));
-    out.instance_id.resize(static_cast<std::size_t>(length));
-
-    out.ak_spki_der = spki_der(ak_public_pem);
-    return out;
+    return {.instance_id = verify::instance_id_of(decoded->kid),
+            .ak_spki_der = spki_der(ak_public_pem)};
   }
 
   // How `peer.pin` names this TIK: SHA-256 of its DER SPKI, in hex.
-  [[nodiscard]] std::string tik_pin() const {
-    const auto der = spki_der(tik_public_pem);
+  [[nodiscard]] std::string tik_pin() const { return spki_sha256(tik_public_pem); }
+  // How a `trusted_aks` entry `spki_sha256:` names this AK.
+  [[nodiscard]] std::string ak_spki_sha256() const { return spki_sha256(ak_public_pem); }
+
+  static std::string spki_sha256(const std::string& pem_text) {
+    const auto der = spki_der(pem_text);
     std::array<std::uint8_t, SHA256_DIGEST_LENGTH> digest{};
     SHA256(der.data(), der.size(), digest.data());
     return to_hex(digest);

@@ -23,6 +23,7 @@
 #include "atls/attest/evidence.hpp"
 #include "atls/verify/appraisal_policy.hpp"
 #include "atls/verify/ear.hpp"
+#include "atls/verify/endorsements.hpp"
 #include "atls/verify/error.hpp"
 
 #include "support/daemon.hpp"
@@ -65,11 +66,7 @@ bytes pem_to_spki(const std::string& path) {
 std::string instance_id(const bytes& evidence) {
   auto decoded = attest::decode(evidence);
   REQUIRE(decoded.has_value());
-  std::string out(4 * ((decoded->kid.size() + 2) / 3) + 1, '\0');
-  const int length = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                     decoded->kid.data(), static_cast<int>(decoded->kid.size()));
-  out.resize(static_cast<std::size_t>(length));
-  return out;
+  return instance_id_of(decoded->kid);
 }
 
 pcr_values zero_pcrs(std::initializer_list<std::uint8_t> indices) {

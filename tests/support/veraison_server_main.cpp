@@ -10,18 +10,14 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
-#include <openssl/bio.h>
-#include <openssl/buffer.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-
-#include "atls/common/openssl_ptr.hpp"
 #include "atls/verify/endorsements.hpp"
 #include "atls/verify/jose.hpp"
 
+#include "support/evidence_builder.hpp"
 #include "support/veraison_server.hpp"
 #include <pthread.h>
 
@@ -37,25 +33,6 @@ std::string read_file(const std::string& path) {
   return text.str();
 }
 
-// Veraison's instance id: standard base64 of the kid.
-std::string base64(const atls::verify::bytes& data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data.data(),
-                                static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-std::string public_pem(EVP_PKEY* key) {
-  const atls::bio_ptr out(BIO_new(BIO_s_mem()));
-  if (!out || PEM_write_bio_PUBKEY(out.get(), key) != 1) {
-    throw std::runtime_error("cannot write the EAR key as PEM");
-  }
-  BUF_MEM* memory = nullptr;
-  BIO_get_mem_ptr(out.get(), &memory);
-  return {memory->data, memory->length};
-}
-
 int serve(const std::string& endorsements_dir, const std::string& ear_key_out) {
   // Blocked before the server's thread starts, which inherits the mask: only sigwait sees them.
   sigset_t stop;
@@ -69,12 +46,12 @@ int serve(const std::string& endorsements_dir, const std::string& ear_key_out) {
           read_file(endorsements_dir + "/" + std::string(atls::verify::reference_values_file_name)))
           .value();
   atls::test::veraison_server server({
-      .trust_anchors = {{base64(endorsed.instance_id), endorsed.ak_spki}},
+      .trust_anchors = {{atls::verify::instance_id_of(endorsed.instance_id), endorsed.ak_spki}},
       .reference = endorsed.reference,
       .check_nonce = true,
   });
   const auto published = atls::verify::parse_jwk(server.ear_key_jwk()).value();
-  std::ofstream(ear_key_out) << public_pem(published.key.get());
+  std::ofstream(ear_key_out) << atls::test::public_pem_of(published.key.get());
 
   std::cout << "listening on " << server.base_url() << std::endl;
   int signal = 0;

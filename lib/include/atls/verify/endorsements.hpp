@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -58,6 +59,13 @@ inline constexpr uuid atlsd_tpm_class_id = {0x44, 0x84, 0xfc, 0xb6, 0xf1, 0xaa, 
 [[nodiscard]] std::string to_string(const uuid& id);
 // 8-4-4-4-12 hex digits in either case, nothing else (no braces, no urn:uuid:).
 [[nodiscard]] std::optional<uuid> parse_uuid(std::string_view text);
+
+// Veraison's instance id of the machine whose evidence carries `kid`: the kid in standard base64
+// with padding (RFC 4648 §4), as Go's encoding/json writes a []byte. The trust anchor's CoMID
+// names the machine by it, and Veraison's parsec-tpm scheme looks the trust anchor up by it.
+// Encodes any bytes and cannot fail; whether `kid` has the kid's form is the caller's check
+// (make_endorsements refuses other sizes).
+[[nodiscard]] std::string instance_id_of(std::span<const std::uint8_t> kid);
 
 // The names of the two documents in the directory `atlsctl veraison endorsements` writes.
 inline constexpr std::string_view trust_anchor_file_name = "comid-trust-anchor.json";
