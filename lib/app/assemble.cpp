@@ -123,7 +123,8 @@ detailed_result<tls::context> make_context(const config::listener& listener, std
       errors.push_back({*k.where, *k.key, to_string(key.error())});
       return key.error();
     }
-    tls::server_options options{.cert_chain = in->cert.path, .private_key = std::move(*key)};
+    tls::server_options options{
+        .cert_chain = in->cert.path, .private_key = std::move(*key), .alpn = in->alpn};
     std::optional<config_key> ca;
     if (in->client_auth) {
       ca = key_of(in->client_auth->ca);
@@ -141,7 +142,8 @@ detailed_result<tls::context> make_context(const config::listener& listener, std
   tls::client_options options{
       .ca = out.server.ca.path,
       .server_name = out.server_name,
-      .server_names = {.allow_dns = out.server.allow_dns, .allow_uris = out.server.allow_uris}};
+      .server_names = {.allow_dns = out.server.allow_dns, .allow_uris = out.server.allow_uris},
+      .alpn = out.alpn};
   std::optional<config_key> cert;
   std::optional<config_key> key;
   if (out.cert && out.key) {
@@ -339,6 +341,44 @@ assembled assemble(const std::filesystem::path& config_file,
     return result;
   }
   result.errors = build_listeners(*loaded.config, result.listeners, result.tpm, io);
+  result.config = std::move(loaded.config);
+  return result;
+}
+
+assembled reassemble(const std::filesystem::path& config_file, const config::daemon_config& running,
+                     std::shared_ptr<attest::tpm> running_tpm,
+                     const boost::asio::any_io_executor& io) {
+  assembled result;
+  auto loaded = config::load_file(config_file);
+  result.errors = std::move(loaded.errors);
+  if (!loaded.config) {
+    return result;
+  }
+  const auto& next = *loaded.config;
+  const auto needs_restart = [&](std::string key, const std::string& what) {
+    result.errors.push_back({.where = {.file = config_file.string()},
+                             .key = std::move(key),
+                             .message = what + " changed: that takes a restart, not a reload"});
+  };
+  if (next.threads != running.threads) {
+    needs_restart("threads", "the number of connection threads");
+  }
+  const auto& a = next.tpm;
+  const auto& b = running.tpm;
+  if (a.tcti != b.tcti || a.ak_handle != b.ak_handle || a.tik_handle != b.tik_handle) {
+    needs_restart("tpm", "the TPM");
+  }
+  const bool admin_same = next.admin.has_value() == running.admin.has_value() &&
+                          (!next.admin || (next.admin->listen == running.admin->listen &&
+                                           next.admin->probe_every == running.admin->probe_every));
+  if (!admin_same) {
+    needs_restart("admin", "the admin listener");
+  }
+  if (!result.errors.empty()) {
+    return result;
+  }
+  result.tpm = std::move(running_tpm);
+  result.errors = build_listeners(next, result.listeners, result.tpm, io);
   result.config = std::move(loaded.config);
   return result;
 }

@@ -528,8 +528,8 @@ struct early_attestation::callbacks {
     }
     if (!**slot) {
       const auto ec = (**slot).error();
-      return failed(ec, std::string("appraisal: ") + std::string(to_string(reason_of(ec))) + ": " +
-                            ec.message());
+      // The appraisal's error says all there is to say; a detail would only repeat it.
+      return failed(ec, "");
     }
     e.peer_result_ = std::move(***slot);
     return true;

@@ -6,7 +6,6 @@
 #include <utility>
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -170,7 +169,17 @@ std::shared_ptr<passport> passport::start(const asio::any_io_executor& executor,
                                           passport_options options) {
   auto state = std::make_shared<impl>(executor, std::move(attester), std::move(verifier), options);
   state->self_ = state;
-  asio::co_spawn(executor, impl::run(state), asio::detached);
+  auto loop = [state]() { return impl::run(state); };
+  asio::co_spawn(executor, std::move(loop), [](const std::exception_ptr& e) {
+    if (!e) {
+      return;
+    }
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("passport: the refresh loop failed: {}", ex.what());
+    }
+  });
   return std::shared_ptr<passport>(new passport(std::move(state)));
 }
 

@@ -216,7 +216,9 @@ bool valid_binder_label(std::string_view label) {
 // ---------------------------------------------------------------------------------------------
 // The checker
 
-constexpr std::string_view root_keys[] = {"log", "drain_timeout", "threads", "tpm", "listeners"};
+constexpr std::string_view root_keys[] = {"log",   "drain_timeout", "threads",  "tpm",
+                                          "admin", "watch_config",  "listeners"};
+constexpr std::string_view admin_keys[] = {"listen", "allow_non_loopback", "probe_every"};
 constexpr std::string_view tpm_keys[] = {"tcti", "ak_handle", "tik_handle"};
 constexpr std::string_view log_keys[] = {"level", "audit"};
 // In the order of enum audit_format.
@@ -225,9 +227,9 @@ constexpr std::string_view listener_keys[] = {
     "name",          "mode",     "listen",          "upstream",    "allow_non_loopback",
     "tls",           "timeouts", "max_connections", "buffer_size", "attestation",
     "proxy_protocol"};
-constexpr std::string_view inbound_tls_keys[] = {"cert", "key", "client_auth"};
-constexpr std::string_view outbound_tls_keys[] = {"ca",         "server_name", "allow_dns",
-                                                  "allow_uris", "cert",        "key"};
+constexpr std::string_view inbound_tls_keys[] = {"cert", "key", "client_auth", "alpn"};
+constexpr std::string_view outbound_tls_keys[] = {"ca",   "server_name", "allow_dns", "allow_uris",
+                                                  "cert", "key",         "alpn"};
 constexpr std::string_view client_auth_keys[] = {"ca", "allow_dns", "allow_uris"};
 constexpr std::string_view timeout_keys[] = {"connect", "handshake", "idle"};
 // In the order of enum log_level, so that an index converts to it.
@@ -324,12 +326,26 @@ class checker : public detail::checker_base {
         out.threads = static_cast<unsigned>(*n);
       }
     }
-    if (const auto* e = m->find("tpm")) {
-      out.tpm = check_tpm(e->value);
+    if (const auto* e = m->find("admin")) {
+      out.admin = check_admin(e->value);
+    }
+    if (const auto* e = m->find("watch_config")) {
+      if (const auto d = get_duration(e->value, false)) {
+        if (*d < std::chrono::milliseconds(100) || *d > std::chrono::hours(1)) {
+          error(e->value.mark, e->value.path, "must be from 100ms to 1h");
+        } else {
+          out.watch_config = *d;
+        }
+      }
+    }
+    const auto* tpm = m->find("tpm");
+    if (tpm != nullptr) {
+      out.tpm = check_tpm(tpm->value);
     }
     if (const auto v = require(*m, "listeners")) {
       out.listeners = check_listeners(*v);
     }
+    check_tpm_is_configured(out, tpm != nullptr);
     return out;
   }
 
@@ -351,12 +367,16 @@ class checker : public detail::checker_base {
     return q.value;
   }
 
-  std::optional<net::endpoint_spec> get_endpoint(const value_ref& v) {
+  // Only a listen address may name a socket that systemd passed (systemd:NAME).
+  enum class endpoint_role { listen, upstream };
+
+  std::optional<net::endpoint_spec> get_endpoint(const value_ref& v, endpoint_role role) {
     const auto s = get_string(v);
     if (!s) {
       return std::nullopt;
     }
-    auto r = net::parse_endpoint(*s);
+    auto r =
+        role == endpoint_role::listen ? net::parse_listen_endpoint(*s) : net::parse_endpoint(*s);
     if (!r) {
       error(v.mark, v.path, "invalid address '" + *s + "': " + r.error().message());
       return std::nullopt;
@@ -388,6 +408,65 @@ class checker : public detail::checker_base {
       error(where.mark, where.path, "the AK and the TIK need different handles");
     }
     return out;
+  }
+
+  // The admin endpoints say what the daemon depends on and how it is doing, and /metrics names
+  // listeners and peers' reasons: loopback only, unless the operator says otherwise.
+  admin_settings check_admin(const value_ref& v) {
+    admin_settings out;
+    const auto m = open_mapping(v, admin_keys);
+    if (!m) {
+      return out;
+    }
+    const auto* listen = m->find("listen");
+    if (listen != nullptr) {
+      if (auto e = get_endpoint(listen->value, endpoint_role::upstream)) {
+        out.listen = std::move(*e);
+      }
+    }
+    bool allow_non_loopback = false;
+    if (const auto* e = m->find("allow_non_loopback")) {
+      allow_non_loopback = get_bool(e->value).value_or(false);
+    }
+    if (listen != nullptr && !allow_non_loopback && !net::is_loopback(out.listen)) {
+      error(listen->value.mark, listen->value.path,
+            "the admin endpoints are for this host only: listen on a loopback address or a unix "
+            "socket, or set allow_non_loopback: true (Kubernetes probes reach the pod's address)");
+    }
+    if (const auto* e = m->find("probe_every")) {
+      if (const auto d = get_duration(e->value, false)) {
+        if (*d < std::chrono::milliseconds(100) || *d > std::chrono::minutes(10)) {
+          error(e->value.mark, e->value.path, "must be from 100ms to 10m");
+        } else {
+          out.probe_every = *d;
+        }
+      }
+    }
+    return out;
+  }
+
+  // A listener whose key is tpm:tik (every listener that attests has one) needs a TPM: falling
+  // back to a default device would make a config with a forgotten `tpm:` section look complete.
+  // Whether the TPM answers is for assemble (and so `atlsd --check`), which opens it.
+  void check_tpm_is_configured(const daemon_config& c, bool tpm_section) {
+    if (tpm_section) {
+      return;
+    }
+    for (const auto& l : c.listeners) {
+      const private_key_ref* key = nullptr;
+      if (const auto* in = std::get_if<inbound_tls>(&l.tls)) {
+        key = &in->key;
+      } else if (const auto& out_key = std::get<outbound_tls>(l.tls).key) {
+        key = &*out_key;
+      }
+      if (const auto* tik = key != nullptr ? std::get_if<tpm_key_ref>(key) : nullptr) {
+        error_at(tik->where, tik->key,
+                 "the TLS key is in the TPM, but no TPM is configured: add a 'tpm' section "
+                 "(tcti: device:/dev/tpmrm0 for the kernel's resource manager, or the TCTI of "
+                 "your TPM)");
+        return;
+      }
+    }
   }
 
   // An owner-hierarchy persistent handle (TPM 2.0 Part 2 §7.5; the platform's range above
@@ -460,6 +539,38 @@ class checker : public detail::checker_base {
     }
   }
 
+  // `alpn: [h2, http/1.1]`: RFC 7301 protocol names, most preferred first. Printable ASCII
+  // only, so that what the log and the PROXY v2 header carry is what the operator wrote.
+  std::vector<std::string> get_alpn(const value_ref& v) {
+    std::vector<std::string> out;
+    const auto items = get_list(v);
+    if (!items) {
+      return out;
+    }
+    if (items->empty()) {
+      error(v.mark, v.path, "list at least one protocol, or leave 'alpn' out");
+    }
+    for (const auto& item : *items) {
+      auto s = get_nonempty_string(item);
+      if (!s) {
+        continue;
+      }
+      const bool printable = std::ranges::all_of(*s, [](char c) { return c > ' ' && c <= '~'; });
+      if (s->size() > 255 || !printable) {
+        error(item.mark, item.path,
+              "a protocol name is 1 to 255 printable ASCII characters without spaces, e.g. h2 or "
+              "http/1.1");
+        continue;
+      }
+      if (std::ranges::find(out, *s) != out.end()) {
+        error(item.mark, item.path, "'" + *s + "' is listed twice");
+        continue;
+      }
+      out.push_back(std::move(*s));
+    }
+    return out;
+  }
+
   std::optional<std::string> get_server_name(const value_ref& v) {
     auto s = get_nonempty_string(v);
     if (!s) {
@@ -520,6 +631,9 @@ class checker : public detail::checker_base {
         tls.client_auth = std::move(pv);
       }
     }
+    if (const auto* e = m->find("alpn")) {
+      tls.alpn = get_alpn(e->value);
+    }
     return tls;
   }
 
@@ -547,6 +661,9 @@ class checker : public detail::checker_base {
       }
     }
     check_allow_lists(*m, tls.server);
+    if (const auto* e = m->find("alpn")) {
+      tls.alpn = get_alpn(e->value);
+    }
     const auto* cert = m->find("cert");
     const auto* key = m->find("key");
     if (cert) {
@@ -1048,7 +1165,7 @@ class checker : public detail::checker_base {
 
     std::optional<net::endpoint_spec> listen;
     if (const auto r = require(*m, "listen")) {
-      listen = get_endpoint(*r);
+      listen = get_endpoint(*r, endpoint_role::listen);
       if (listen) {
         l.listen = *listen;
         draft.listen_ok = true;
@@ -1057,7 +1174,7 @@ class checker : public detail::checker_base {
     }
 
     if (const auto r = require(*m, "upstream")) {
-      if (const auto upstream = get_endpoint(*r)) {
+      if (const auto upstream = get_endpoint(*r, endpoint_role::upstream)) {
         l.upstream = *upstream;
         if (listen && *listen == *upstream) {
           error(r->mark, r->path,

@@ -1,5 +1,6 @@
 #include "atls/net/endpoint.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -30,12 +31,26 @@ class category final : public boost::system::error_category {
         return "unix socket path must be absolute (unix:/path)";
       case errc::unix_path_too_long:
         return "unix socket path is longer than the kernel allows (107 bytes)";
+      case errc::bad_systemd_name:
+        return "systemd socket name must be 1 to 255 printable ASCII characters other than ':' "
+               "(FileDescriptorName= of the socket unit)";
+      case errc::systemd_socket_not_for_connecting:
+        return "a systemd: socket is one that systemd passed to listen on; it cannot be connected "
+               "to";
+      case errc::systemd_socket_not_passed:
+        return "systemd passed no socket of this name (LISTEN_FDNAMES; FileDescriptorName= of the "
+               "socket unit)";
+      case errc::systemd_socket_not_listening:
+        return "the socket systemd passed under this name is not a listening stream socket";
     }
     return "unknown atls.net error";
   }
 };
 
 constexpr std::string_view unix_prefix = "unix:";
+constexpr std::string_view systemd_prefix = "systemd:";
+// FDNAME_MAX in systemd's fd-util.h.
+constexpr std::size_t systemd_name_max = 255;
 
 bool valid_hostname(std::string_view host) {
   if (host.empty() || host.size() > 253) {
@@ -58,9 +73,32 @@ const boost::system::error_category& net_category() noexcept {
   return instance;
 }
 
+bool valid_systemd_socket_name(std::string_view name) {
+  if (name.empty() || name.size() > systemd_name_max) {
+    return false;
+  }
+  // systemd's fdname_is_valid(): no control characters, nothing beyond ASCII, and no ':', which
+  // separates the names in LISTEN_FDNAMES.
+  return std::ranges::all_of(name, [](char c) { return c >= ' ' && c < 0x7f && c != ':'; });
+}
+
+result<endpoint_spec> parse_listen_endpoint(std::string_view text, bool allow_port_zero) {
+  if (!text.starts_with(systemd_prefix)) {
+    return parse_endpoint(text, allow_port_zero);
+  }
+  std::string name(text.substr(systemd_prefix.size()));
+  if (!valid_systemd_socket_name(name)) {
+    return errc::bad_systemd_name;
+  }
+  return endpoint_spec{systemd_socket{std::move(name)}};
+}
+
 result<endpoint_spec> parse_endpoint(std::string_view text, bool allow_port_zero) {
   if (text.empty()) {
     return errc::empty;
+  }
+  if (text.starts_with(systemd_prefix)) {
+    return errc::systemd_socket_not_for_connecting;
   }
   if (text.starts_with(unix_prefix)) {
     std::string path(text.substr(unix_prefix.size()));
@@ -119,6 +157,9 @@ std::string to_string(const endpoint_spec& spec) {
   if (const auto* u = std::get_if<unix_endpoint>(&spec)) {
     return std::string(unix_prefix) + u->path;
   }
+  if (const auto* s = std::get_if<systemd_socket>(&spec)) {
+    return std::string(systemd_prefix) + s->name;
+  }
   const auto& t = std::get<tcp_endpoint>(spec);
   if (t.host.find(':') != std::string::npos) {
     return "[" + t.host + "]:" + std::to_string(t.port);
@@ -129,6 +170,9 @@ std::string to_string(const endpoint_spec& spec) {
 bool is_loopback(const endpoint_spec& spec) {
   if (std::holds_alternative<unix_endpoint>(spec)) {
     return true;
+  }
+  if (std::holds_alternative<systemd_socket>(spec)) {
+    return false;
   }
   const auto& host = std::get<tcp_endpoint>(spec).host;
   if (host == "localhost") {

@@ -1,5 +1,6 @@
 #include "atls/proxy/server.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 
@@ -15,7 +16,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "atls/metrics/atlsd_metrics.hpp"
+
 #include "detail/listener_state.hpp"
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace atls::proxy {
 
@@ -33,6 +39,8 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // How long aborted sessions get to unwind after the drain timeout before drain gives up on them.
 constexpr auto abort_grace = std::chrono::seconds(5);
 
+// The address of a tcp or unix listener (a systemd listener has none of its own: bind() adopts
+// its socket instead).
 result<generic_endpoint> listen_endpoint(asio::io_context& io, const net::endpoint_spec& spec) {
   if (const auto* u = std::get_if<net::unix_endpoint>(&spec)) {
     return generic_endpoint{asio::local::stream_protocol::endpoint(u->path)};
@@ -68,6 +76,106 @@ bool is_inet(const generic_endpoint& endpoint) {
   return family == AF_INET || family == AF_INET6;
 }
 
+using acceptor_type = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
+
+// SO_REUSEPORT (Linux 3.9): sockets of the same effective user may bind the same port, and the
+// kernel spreads new connections among them. A new atlsd binds while the old one drains, so no
+// connection is refused during a restart.
+using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+error_code last_system_error() {
+  return {errno, boost::system::system_category()};
+}
+
+// Opens, binds and listens on a tcp or unix address.
+error_code bind_address(acceptor_type& acceptor, asio::io_context& io,
+                        const net::endpoint_spec& spec) {
+  auto endpoint = listen_endpoint(io, spec);
+  if (!endpoint) {
+    return endpoint.error();
+  }
+  error_code ec;
+  acceptor.open(endpoint->protocol(), ec);
+  if (ec) {
+    return ec;
+  }
+  if (is_inet(*endpoint)) {
+    acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) {
+      acceptor.set_option(reuse_port(true), ec);
+    }
+    if (ec) {
+      return ec;
+    }
+  } else {
+    remove_stale_socket(spec);
+  }
+  acceptor.bind(*endpoint, ec);
+  if (!ec) {
+    acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  }
+  return ec;
+}
+
+// Adopts a duplicate of the listening socket that systemd passed as `fd`, as it is: systemd
+// bound it (ReusePort= and the like are the socket unit's business) and keeps a copy of its own,
+// and the caller keeps `fd`. Closing the duplicate (drain) leaves both alone, and there is no
+// socket file to remove.
+error_code adopt_socket(acceptor_type& acceptor, int fd) {
+  int family = 0;
+  int protocol = 0;
+  int type = 0;
+  int listening = 0;
+  for (auto [option, value] : {std::pair{SO_DOMAIN, &family}, std::pair{SO_PROTOCOL, &protocol},
+                               std::pair{SO_TYPE, &type}, std::pair{SO_ACCEPTCONN, &listening}}) {
+    socklen_t size = sizeof(int);
+    if (::getsockopt(fd, SOL_SOCKET, option, value, &size) != 0) {
+      return last_system_error();
+    }
+  }
+  if (type != SOCK_STREAM || listening == 0) {
+    return net::errc::systemd_socket_not_listening;
+  }
+  const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (copy < 0) {
+    return last_system_error();
+  }
+  error_code ec;
+  acceptor.assign(asio::generic::stream_protocol(family, protocol), copy, ec);
+  if (ec) {
+    ::close(copy);
+  }
+  return ec;
+}
+
+// The listener among `bound` that listens on exactly the address `acceptor` does, if any.
+const listener_state* same_address(const std::vector<std::shared_ptr<listener_state>>& bound,
+                                   const acceptor_type& acceptor) {
+  error_code ec;
+  const auto address = acceptor.local_endpoint(ec);
+  if (ec) {
+    return nullptr;
+  }
+  for (const auto& other : bound) {
+    if (other->acceptor.local_endpoint(ec) == address && !ec) {
+      return other.get();
+    }
+  }
+  return nullptr;
+}
+
+// "a, b", for an error that says which names systemd did pass.
+std::string names_of(const std::map<std::string, int>& activated) {
+  if (activated.empty()) {
+    return "none";
+  }
+  std::string out;
+  for (const auto& [name, fd] : activated) {
+    out += (out.empty() ? "'" : ", '") + name + "'";
+  }
+  return out;
+}
+
 }  // namespace
 
 struct server::state {
@@ -81,7 +189,11 @@ struct server::state {
   net::event_loops& connection_loops;
   asio::any_io_executor executor;  // drain bookkeeping
   net::async_event all_closed;
-  std::vector<std::shared_ptr<listener_state>> listeners;
+  std::vector<std::shared_ptr<listener_state>> listeners;  // on `executor` once started
+  // Removed by a reload and still finishing their connections (on `executor`).
+  std::vector<std::shared_ptr<listener_state>> retiring;
+  // What systemd passed (name -> fd), kept so that a reload can adopt a socket again.
+  std::map<std::string, int> activated;
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<std::size_t> open{0};
 
@@ -93,11 +205,13 @@ struct server::state {
     }
     asio::post(listener->executor, [listener] { listener->slot_freed.notify_all(); });
     --self->open;
+    metrics::process().open_connections.with({listener->name}).dec();
     asio::post(self->executor, [self] { self->all_closed.notify_all(); });
   }
 
   void spawn_session(const std::shared_ptr<state>& self,
                      const std::shared_ptr<listener_state>& listener,
+                     std::shared_ptr<const listener_options> options,
                      asio::generic::stream_protocol::socket socket) {
     auto control = std::make_shared<session_control>();
     control->id = next_id++;
@@ -107,23 +221,24 @@ struct server::state {
       listener->sessions.emplace(control->id, control);
     }
     ++open;
+    metrics::process().open_connections.with({listener->name}).inc();
     asio::co_spawn(
         control->executor,
-        [listener, control, s = std::move(socket)]() mutable {
-          return detail::run_session(listener, control, std::move(s));
+        [listener, options = std::move(options), control, s = std::move(socket)]() mutable {
+          return detail::run_session(listener, std::move(options), control, std::move(s));
         },
-        asio::bind_cancellation_slot(
-            control->cancel.slot(), [self, listener, control](const std::exception_ptr& e) {
-              if (e) {
-                try {
-                  std::rethrow_exception(e);
-                } catch (const std::exception& ex) {
-                  spdlog::error("listener={} id={} session failed: {}", listener->options.name,
-                                control->id, ex.what());
-                }
-              }
-              finish_session(self, listener, control->id);
-            }));
+        asio::bind_cancellation_slot(control->cancel.slot(),
+                                     [self, listener, control](const std::exception_ptr& e) {
+                                       if (e) {
+                                         try {
+                                           std::rethrow_exception(e);
+                                         } catch (const std::exception& ex) {
+                                           spdlog::error("listener={} id={} session failed: {}",
+                                                         listener->name, control->id, ex.what());
+                                         }
+                                       }
+                                       finish_session(self, listener, control->id);
+                                     }));
   }
 
   // Runs on the listener's strand. Beyond max_connections it stops accepting, so further
@@ -132,7 +247,7 @@ struct server::state {
                                            std::shared_ptr<listener_state> listener) {
     for (;;) {
       while (!listener->stopping &&
-             listener->open_sessions() >= listener->options.max_connections) {
+             listener->open_sessions() >= listener->current->max_connections) {
         if (!co_await listener->slot_freed.wait()) {
           co_return;
         }
@@ -146,7 +261,7 @@ struct server::state {
         if (listener->stopping) {
           co_return;
         }
-        spdlog::warn("listener={} accept failed: {}", listener->options.name, ec.message());
+        spdlog::warn("listener={} accept failed: {}", listener->name, ec.message());
         // Out of descriptors or memory: back off rather than spin on the same error.
         asio::steady_timer pause(listener->executor, std::chrono::milliseconds(100));
         co_await pause.async_wait(use_tuple);
@@ -156,8 +271,67 @@ struct server::state {
       if (is_inet(socket.local_endpoint(ignored))) {
         socket.set_option(asio::ip::tcp::no_delay(true), ignored);
       }
-      self->spawn_session(self, listener, std::move(socket));
+      self->spawn_session(self, listener, listener->current, std::move(socket));
     }
+  }
+
+  // Ends every open session of the listener at once: each logs itself as aborted.
+  static void abort_sessions(listener_state& listener) {
+    const std::lock_guard lock(listener.mutex);
+    for (const auto& [id, control] : listener.sessions) {
+      asio::post(control->executor, [control = control] {
+        control->aborting = true;
+        control->cancel.emit(asio::cancellation_type::terminal);
+      });
+    }
+  }
+
+  // Runs on the listener's strand: accepting ends, and its socket file goes unless another
+  // listener now serves that path.
+  static asio::awaitable<void> stop_accepting(std::shared_ptr<listener_state> listener,
+                                              bool remove_socket_file) {
+    listener->stopping = true;
+    error_code ignored;
+    listener->acceptor.close(ignored);
+    listener->slot_freed.notify_all();
+    if (const auto* u = std::get_if<net::unix_endpoint>(&listener->listen);
+        u != nullptr && remove_socket_file) {
+      std::error_code fs_ignored;
+      std::filesystem::remove(u->path, fs_ignored);
+    }
+    co_return;
+  }
+
+  // A listener a reload removed: it has stopped accepting; its connections may finish within
+  // `timeout`, then the rest are aborted. Runs on the listener's strand, then lets the server
+  // forget it, which releases its settings (and their background work, such as a passport).
+  static asio::awaitable<void> retire(std::shared_ptr<state> self,
+                                      std::shared_ptr<listener_state> listener,
+                                      std::chrono::milliseconds timeout) {
+    asio::steady_timer timer(listener->executor);
+    const auto wait_while_open =
+        [&](std::chrono::steady_clock::time_point deadline) -> asio::awaitable<void> {
+      while (listener->open_sessions() > 0 && std::chrono::steady_clock::now() < deadline) {
+        timer.expires_at(deadline);
+        co_await (listener->slot_freed.wait() || timer.async_wait(use_tuple));
+      }
+    };
+    auto draining = wait_while_open(std::chrono::steady_clock::now() + timeout);
+    co_await std::move(draining);
+    if (listener->open_sessions() > 0) {
+      spdlog::warn("listener={} removed by reload: aborting {} connection(s) after {} ms",
+                   listener->name, listener->open_sessions(), timeout.count());
+      abort_sessions(*listener);
+      auto aborting = wait_while_open(std::chrono::steady_clock::now() + abort_grace);
+      co_await std::move(aborting);
+    }
+    spdlog::info("listener={} removed by reload: drained", listener->name);
+    auto forget = [self, listener]() -> asio::awaitable<void> {
+      std::erase(self->retiring, listener);
+      co_return;
+    };
+    auto forgotten = asio::co_spawn(self->executor, std::move(forget), asio::use_awaitable);
+    co_await std::move(forgotten);
   }
 
   // Runs on the server's strand: waits for sessions to end, aborts the rest at the timeout.
@@ -173,13 +347,10 @@ struct server::state {
     }
     spdlog::warn("drain timeout: aborting {} connection(s)", self->open.load());
     for (const auto& listener : self->listeners) {
-      const std::lock_guard lock(listener->mutex);
-      for (const auto& [id, control] : listener->sessions) {
-        asio::post(control->executor, [control = control] {
-          control->aborting = true;
-          control->cancel.emit(asio::cancellation_type::terminal);
-        });
-      }
+      abort_sessions(*listener);
+    }
+    for (const auto& listener : self->retiring) {
+      abort_sessions(*listener);
     }
     co_await self->wait_until_closed(std::chrono::steady_clock::now() + abort_grace);
     if (self->open > 0) {
@@ -201,60 +372,202 @@ server::server(asio::io_context& io, net::event_loops& connection_loops)
 
 server::~server() = default;
 
-detailed_result<void> server::bind(std::vector<listener_options> listeners) {
-  std::vector<std::shared_ptr<listener_state>> bound;
-  for (auto& options : listeners) {
-    auto listener =
-        std::make_shared<listener_state>(std::move(options), asio::make_strand(state_->io));
-    const auto where =
-        "listener '" + listener->options.name + "' on " + net::to_string(listener->options.listen);
-    auto endpoint = listen_endpoint(state_->io, listener->options.listen);
-    if (!endpoint) {
-      return failure{endpoint.error(), where};
-    }
-    auto& acceptor = listener->acceptor;
-    error_code ec;
-    acceptor.open(endpoint->protocol(), ec);
-    if (ec) {
+namespace {
+
+// Binds one listener, or adopts its systemd socket, refusing an address that one of `others`
+// already has. `adopted` records which passed sockets were taken.
+detailed_result<void> bind_one(asio::io_context& io, listener_state& listener,
+                               const std::vector<std::shared_ptr<listener_state>>& others,
+                               const std::map<std::string, int>& activated,
+                               std::map<std::string, bool>& adopted) {
+  const auto where = "listener '" + listener.name + "' on " + net::to_string(listener.listen);
+  const auto* systemd = std::get_if<net::systemd_socket>(&listener.listen);
+  if (systemd == nullptr) {
+    if (const auto ec = bind_address(listener.acceptor, io, listener.listen)) {
       return failure{ec, where};
     }
-    if (is_inet(*endpoint)) {
-      acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-    } else {
-      remove_stale_socket(listener->options.listen);
+    // SO_REUSEPORT would let two of our own listeners share an address (say localhost:8443
+    // and 127.0.0.1:8443), the kernel splitting connections between them at random: that
+    // stays the error it was without it.
+    if (const auto* twin = same_address(others, listener.acceptor)) {
+      return failure{asio::error::address_in_use,
+                     where + " (listener '" + twin->name + "' has that address)"};
     }
-    acceptor.bind(*endpoint, ec);
-    if (!ec) {
-      acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    }
-    if (ec) {
-      return failure{ec, where};
-    }
-    bound.push_back(std::move(listener));
+    return {};
   }
-  state_->listeners = std::move(bound);
+  const auto found = activated.find(systemd->name);
+  if (found == activated.end()) {
+    return failure{net::errc::systemd_socket_not_passed,
+                   where + " (systemd passed: " + names_of(activated) + ")"};
+  }
+  if (const auto ec = adopt_socket(listener.acceptor, found->second)) {
+    return failure{ec, where + " (fd " + std::to_string(found->second) + ")"};
+  }
+  adopted[systemd->name] = true;
+  error_code ignored;
+  spdlog::info("listener={} adopted the socket systemd passed as '{}', listening on {}",
+               listener.name, systemd->name,
+               net::to_string(listener.acceptor.local_endpoint(ignored)));
   return {};
 }
 
+void start_accepting(const std::shared_ptr<server::state>& self,
+                     const std::shared_ptr<listener_state>& listener);
+
+}  // namespace
+
+detailed_result<void> server::bind(std::vector<listener_options> listeners,
+                                   const std::map<std::string, int>& activated) {
+  std::vector<std::shared_ptr<listener_state>> bound;
+  std::map<std::string, bool> adopted;  // by name: whether a listener took it
+  for (const auto& [name, fd] : activated) {
+    adopted.emplace(name, false);
+  }
+  for (auto& options : listeners) {
+    auto listener =
+        std::make_shared<listener_state>(std::move(options), asio::make_strand(state_->io));
+    if (auto r = bind_one(state_->io, *listener, bound, activated, adopted); !r) {
+      return r.error();
+    }
+    bound.push_back(std::move(listener));
+  }
+  for (const auto& [name, used] : adopted) {
+    if (!used) {
+      spdlog::warn("systemd passed a socket named '{}' that no listener uses (listen: systemd:{})",
+                   name, name);
+    }
+  }
+  state_->listeners = std::move(bound);
+  state_->activated = activated;
+  return {};
+}
+
+// Runs on the server's strand, so that it never overlaps a drain or another reload. Every new
+// socket is bound before anything changes: one that fails leaves the running listeners as they
+// were.
+asio::awaitable<detailed_result<reload_report>> server::reconfigure(
+    std::vector<listener_options> next, std::chrono::milliseconds drain_timeout) {
+  auto self = state_;
+  auto apply = [self, next = std::move(next),
+                drain_timeout]() mutable -> asio::awaitable<detailed_result<reload_report>> {
+    reload_report report;
+    std::vector<std::pair<std::shared_ptr<listener_state>, listener_options>> kept;
+    std::vector<std::shared_ptr<listener_state>> added;
+    std::map<std::string, bool> adopted;
+    for (auto& options : next) {
+      const auto old = std::ranges::find_if(self->listeners, [&](const auto& l) {
+        return l->name == options.name && l->listen == options.listen;
+      });
+      if (old != self->listeners.end()) {
+        kept.emplace_back(*old, std::move(options));
+        continue;
+      }
+      auto listener =
+          std::make_shared<listener_state>(std::move(options), asio::make_strand(self->io));
+      // A new listener may take over the address of one this reload removes (SO_REUSEPORT),
+      // not that of one it keeps, nor another new one's.
+      std::vector<std::shared_ptr<listener_state>> others = added;
+      for (const auto& [k, unused] : kept) {
+        others.push_back(k);
+      }
+      auto bound = bind_one(self->io, *listener, others, self->activated, adopted);
+      if (!bound) {
+        for (const auto& a : added) {
+          error_code ignored;
+          a->acceptor.close(ignored);
+        }
+        co_return bound.error();
+      }
+      added.push_back(std::move(listener));
+    }
+    std::vector<std::shared_ptr<listener_state>> removed;
+    for (const auto& l : self->listeners) {
+      const bool stays = std::ranges::any_of(kept, [&](const auto& k) { return k.first == l; });
+      if (!stays) {
+        removed.push_back(l);
+      }
+    }
+
+    // Commit. Kept listeners take their new settings for the connections they accept next.
+    std::vector<std::shared_ptr<listener_state>> listeners;
+    for (auto& [listener, options] : kept) {
+      auto settings = std::make_shared<const listener_options>(std::move(options));
+      auto swap = [listener = listener, settings]() -> asio::awaitable<void> {
+        listener->current = settings;
+        listener->slot_freed.notify_all();  // max_connections may have grown
+        co_return;
+      };
+      auto swapped = asio::co_spawn(listener->executor, std::move(swap), asio::use_awaitable);
+      co_await std::move(swapped);
+      report.kept.push_back(listener->name);
+      listeners.push_back(listener);
+    }
+    for (const auto& listener : removed) {
+      // Its unix socket file stays when a new listener has just bound the same path.
+      const bool path_reused =
+          std::ranges::any_of(added, [&](const auto& a) { return a->listen == listener->listen; });
+      auto stop = [listener, path_reused]() {
+        return state::stop_accepting(listener, !path_reused);
+      };
+      auto stopped = asio::co_spawn(listener->executor, std::move(stop), asio::use_awaitable);
+      co_await std::move(stopped);
+      report.removed.push_back(listener->name);
+      self->retiring.push_back(listener);
+      auto drain = [self, listener, drain_timeout]() {
+        return state::retire(self, listener, drain_timeout);
+      };
+      asio::co_spawn(listener->executor, std::move(drain),
+                     [name = listener->name](const std::exception_ptr& e) {
+                       if (e) {
+                         try {
+                           std::rethrow_exception(e);
+                         } catch (const std::exception& ex) {
+                           spdlog::error("listener={} drain after reload failed: {}", name,
+                                         ex.what());
+                         }
+                       }
+                     });
+    }
+    for (const auto& listener : added) {
+      report.added.push_back(listener->name);
+      listeners.push_back(listener);
+      start_accepting(self, listener);
+    }
+    self->listeners = std::move(listeners);
+    co_return report;
+  };
+  auto applied = asio::co_spawn(self->executor, std::move(apply), asio::use_awaitable);
+  auto outcome = co_await std::move(applied);
+  co_return outcome;
+}
+
+namespace {
+
+void start_accepting(const std::shared_ptr<server::state>& self,
+                     const std::shared_ptr<listener_state>& listener) {
+  const auto& options = *listener->current;
+  spdlog::info("listener={} mode={} listen={} upstream={} max_connections={}", listener->name,
+               options.mode == mode::inbound ? "inbound" : "outbound",
+               net::to_string(listener->listen), net::to_string(options.upstream),
+               options.max_connections);
+  asio::co_spawn(
+      listener->executor, [self, listener] { return server::state::accept_loop(self, listener); },
+      [name = listener->name](const std::exception_ptr& e) {
+        if (e) {
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            spdlog::critical("listener={} stopped accepting: {}", name, ex.what());
+          }
+        }
+      });
+}
+
+}  // namespace
+
 void server::start() {
   for (const auto& listener : state_->listeners) {
-    spdlog::info("listener={} mode={} listen={} upstream={} max_connections={}",
-                 listener->options.name,
-                 listener->options.mode == mode::inbound ? "inbound" : "outbound",
-                 net::to_string(listener->options.listen),
-                 net::to_string(listener->options.upstream), listener->options.max_connections);
-    asio::co_spawn(
-        listener->executor,
-        [self = state_, listener] { return state::accept_loop(self, listener); },
-        [name = listener->options.name](const std::exception_ptr& e) {
-          if (e) {
-            try {
-              std::rethrow_exception(e);
-            } catch (const std::exception& ex) {
-              spdlog::critical("listener={} stopped accepting: {}", name, ex.what());
-            }
-          }
-        });
+    start_accepting(state_, listener);
   }
 }
 
@@ -262,20 +575,15 @@ void server::start() {
 // (the bug behind asio issue #858), so the lambdas below are named before they are awaited.
 asio::awaitable<void> server::drain(std::chrono::milliseconds timeout) {
   auto self = state_;
-  for (const auto& listener : self->listeners) {
-    auto stop_accepting = [listener]() -> asio::awaitable<void> {
-      listener->stopping = true;
-      error_code ignored;
-      listener->acceptor.close(ignored);
-      listener->slot_freed.notify_all();
-      if (const auto* u = std::get_if<net::unix_endpoint>(&listener->options.listen)) {
-        std::error_code fs_ignored;
-        std::filesystem::remove(u->path, fs_ignored);
-      }
-      co_return;
-    };
-    auto stopped =
-        asio::co_spawn(listener->executor, std::move(stop_accepting), asio::use_awaitable);
+  // The list as the server's strand sees it: a reload may have changed it.
+  auto snapshot = [self]() -> asio::awaitable<std::vector<std::shared_ptr<listener_state>>> {
+    co_return self->listeners;
+  };
+  auto taking = asio::co_spawn(self->executor, std::move(snapshot), asio::use_awaitable);
+  const auto listeners = co_await std::move(taking);
+  for (const auto& listener : listeners) {
+    auto stop = [listener]() { return state::stop_accepting(listener, true); };
+    auto stopped = asio::co_spawn(listener->executor, std::move(stop), asio::use_awaitable);
     co_await std::move(stopped);
   }
   auto wait_for_sessions = [self, timeout]() { return state::drain_sessions(self, timeout); };

@@ -1,4 +1,5 @@
 // One connection from accept to close: TLS handshake, upstream connect, relay, log line.
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstring>
@@ -24,9 +25,12 @@
 #include "atls/attested/early_attestation.hpp"
 #include "atls/attested/post_handshake.hpp"
 #include "atls/attested/reason.hpp"
+#include "atls/common/log_quote.hpp"
+#include "atls/metrics/atlsd_metrics.hpp"
 #include "atls/proxy/proxy_protocol.hpp"
 #include "atls/tls/error.hpp"
 #include "atls/tls/stream.hpp"
+#include "atls/verify/error.hpp"
 
 #include "detail/listener_state.hpp"
 #include "detail/plain_stream.hpp"
@@ -46,17 +50,6 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 std::string describe(const error_code& ec, const std::string& detail) {
   return detail.empty() ? ec.message() : ec.message() + ": " + detail;
-}
-
-std::string quote_for_log(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-    }
-    out += (c == '\n' || c == '\r') ? ' ' : c;
-  }
-  return out + "\"";
 }
 
 std::string peer_of(const socket_type& socket) {
@@ -185,10 +178,11 @@ std::string format_duration(std::chrono::milliseconds d) {
 
 class session {
  public:
-  session(std::shared_ptr<listener_state> listener, std::shared_ptr<session_control> control,
-          socket_type client)
+  session(std::shared_ptr<listener_state> listener, std::shared_ptr<const listener_options> options,
+          std::shared_ptr<session_control> control, socket_type client)
       : listener_(std::move(listener)),
-        options_(listener_->options),
+        settings_(std::move(options)),
+        options_(*settings_),
         control_(std::move(control)),
         client_(std::move(client)),
         peer_(peer_of(client_)),
@@ -227,7 +221,9 @@ class session {
     } else if (options_.attestation) {
       early.emplace(client, *options_.attestation);
     }
+    const auto handshake_started = clock::now();
     auto handshake_ec = co_await client.handshake();
+    observe_handshake(clock::now() - handshake_started);
     if (early && !early_outcome(*early, handshake_ec)) {
       co_return;
     }
@@ -254,7 +250,7 @@ class session {
     if (attested) {
       co_await relay_attested(*attested, workload, /*network_first=*/true);
     } else {
-      co_await relay(client, workload);
+      co_await relay_bounded(client, workload);
     }
   }
 
@@ -276,7 +272,9 @@ class session {
     } else if (options_.attestation) {
       early.emplace(remote, *options_.attestation);
     }
+    const auto handshake_started = clock::now();
     auto handshake_ec = co_await remote.handshake();
+    observe_handshake(clock::now() - handshake_started);
     if (early && !early_outcome(*early, handshake_ec)) {
       co_return;
     }
@@ -292,7 +290,7 @@ class session {
     if (attested) {
       co_await relay_attested(*attested, workload, /*network_first=*/false);
     } else {
-      co_await relay(workload, remote);
+      co_await relay_bounded(workload, remote);
     }
   }
 
@@ -310,6 +308,7 @@ class session {
     peer_proof_ = proof_of(peer);
     if (peer != nullptr) {
       audit(attested::attester_side::peer, attested::reason::accepted, {}, peer);
+      result_deadline_ = deadline_of(*peer);
     }
     if (early.attested()) {
       // The handshake completed, so the relying party accepted what we sent.
@@ -318,6 +317,49 @@ class session {
     const auto summary = summarize(peer, early.attested() ? "sent" : nullptr);
     attestation_summary_ = summary.empty() ? "none" : summary;
     return true;
+  }
+
+  // When a result accepted inside the handshake stops being acceptable: at accept.max_age past
+  // its iat, or at its own exp if that comes first. Unset when the policy sets neither.
+  [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> deadline_of(
+      const verify::attestation_result& result) const {
+    const auto& peer = options_.attestation->peer;
+    std::optional<verify::clock::time_point> end = result.expires_at;
+    if (peer && peer->accept.max_age) {
+      const auto aged = result.issued_at + *peer->accept.max_age;
+      end = end ? std::min(*end, aged) : aged;
+    }
+    if (!end) {
+      return std::nullopt;
+    }
+    return std::chrono::steady_clock::now() +
+           std::chrono::duration_cast<std::chrono::steady_clock::duration>(*end -
+                                                                           verify::clock::now());
+  }
+
+  // Intra-handshake attestation happens once per connection, so the result's age bounds the
+  // connection's life: past it, the peer would be trusted on stale evidence. Ends the relay by
+  // completing first.
+  asio::awaitable<void> close_when_result_expires(std::chrono::steady_clock::time_point deadline) {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    timer.expires_at(deadline);
+    auto [ec] = co_await timer.async_wait(use_tuple);
+    if (!ec) {
+      record_attestation_failure(
+          make_error_code(verify::verify_errc::result_too_old),
+          "the connection outlived the peer's attestation result (accept.max_age or the "
+          "result's exp); the peer must connect again to attest again");
+    }
+  }
+
+  // The relay of a connection attested inside the handshake, or not attested at all.
+  template <class Client, class Upstream>
+  asio::awaitable<void> relay_bounded(Client& client, Upstream& upstream) {
+    if (!result_deadline_) {
+      co_await relay(client, upstream);
+      co_return;
+    }
+    co_await (relay(client, upstream) || close_when_result_expires(*result_deadline_));
   }
 
   [[nodiscard]] bool is_post_handshake() const {
@@ -421,6 +463,11 @@ class session {
     } else if (peer_side && result != nullptr && !result->verifier.developer.empty()) {
       verifier = "passport from " + result->verifier.developer;
     }
+    metrics::process()
+        .attestation_outcomes
+        .with({options_.name, outcome == attested::reason::accepted ? std::string_view("ok")
+                                                                    : attested::to_string(outcome)})
+        .inc();
     const attested::audit_record record{
         .listener = options_.name,
         .connection = control_->id,
@@ -486,6 +533,10 @@ class session {
       }
       ++audit_round_;
       if (auto failed = co_await network.reattest()) {
+        metrics::process()
+            .reattestation_closes
+            .with({options_.name, attested::to_string(attested::reason_of(failed))})
+            .inc();
         record_attestation_failure(failed, network.error_detail());
         co_return;
       }
@@ -546,15 +597,18 @@ class session {
       client.close();
       upstream.close();
     };
-    co_await (pump(client, upstream, bytes_from_client_, "client", "upstream") &&
-              pump(upstream, client, bytes_to_client_, "upstream", "client"));
+    auto& relayed = metrics::process().relayed_bytes;
+    auto& to_upstream = relayed.with({options_.name, "client_to_upstream"});
+    auto& to_client = relayed.with({options_.name, "upstream_to_client"});
+    co_await (pump(client, upstream, bytes_from_client_, to_upstream, "client", "upstream") &&
+              pump(upstream, client, bytes_to_client_, to_client, "upstream", "client"));
     abort_legs_ = nullptr;
     record("ok", "closed");
   }
 
   template <class From, class To>
-  asio::awaitable<void> pump(From& from, To& to, std::uint64_t& counter, std::string_view from_name,
-                             std::string_view to_name) {
+  asio::awaitable<void> pump(From& from, To& to, std::uint64_t& counter, metrics::counter& relayed,
+                             std::string_view from_name, std::string_view to_name) {
     std::vector<char> buffer(options_.buffer_size);
     for (;;) {
       auto [ec, n] = co_await from.read_some(asio::buffer(buffer));
@@ -574,6 +628,7 @@ class session {
         co_return;
       }
       counter += n;
+      relayed.inc(static_cast<double>(n));
       last_activity_ = clock::now();
     }
   }
@@ -665,7 +720,12 @@ class session {
     reason_ = std::move(reason);
   }
 
+  void observe_handshake(clock::duration took) const {
+    metrics::process().handshake_duration.with({options_.name}).observe(took);
+  }
+
   void log_close() const {
+    metrics::process().connections.with({options_.name, outcome_}).inc();
     const auto elapsed =
         std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started_);
     const auto level = outcome_ == "ok" ? spdlog::level::info : spdlog::level::warn;
@@ -680,6 +740,7 @@ class session {
   }
 
   std::shared_ptr<listener_state> listener_;
+  std::shared_ptr<const listener_options> settings_;  // as they were when the connection came
   const listener_options& options_;
   std::shared_ptr<session_control> control_;
   socket_type client_;
@@ -688,6 +749,7 @@ class session {
   asio::steady_timer timer_;
   std::string tls_summary_;
   std::string attestation_summary_;
+  std::optional<std::chrono::steady_clock::time_point> result_deadline_;  // see deadline_of
   unsigned audit_round_ = 0;          // 0 at set-up, then one more per re-attestation
   pp2::attestation_info peer_proof_;  // unattested until the peer's result is accepted
 
@@ -708,8 +770,9 @@ class session {
 }  // namespace
 
 asio::awaitable<void> run_session(std::shared_ptr<listener_state> listener,
+                                  std::shared_ptr<const listener_options> options,
                                   std::shared_ptr<session_control> control, socket_type client) {
-  session s(std::move(listener), std::move(control), std::move(client));
+  session s(std::move(listener), std::move(options), std::move(control), std::move(client));
   co_await s.run();
 }
 

@@ -21,6 +21,9 @@ struct context::state {
   std::string server_name;
   peer_name_policy peer_names;  // read by the verify callback through SSL_CTX ex_data
   bool external_key = false;
+  // Server role: the protocols the workload speaks in ALPN's wire form (RFC 7301 §3.1), read by
+  // the selection callback.
+  std::vector<unsigned char> alpn;
 };
 
 namespace {
@@ -134,6 +137,38 @@ detailed_result<void> load_trust(SSL_CTX* c, const std::filesystem::path& ca) {
   return {};
 }
 
+// RFC 7301 §3.1: a list of non-empty protocol names of at most 255 bytes, each with a one-byte
+// length, the whole list at most 2^16-1 bytes. Empty when any name is unusable.
+std::vector<unsigned char> alpn_wire_form(const std::vector<std::string>& protocols) {
+  std::vector<unsigned char> wire;
+  for (const auto& p : protocols) {
+    if (p.empty() || p.size() > 255) {
+      return {};
+    }
+    wire.push_back(static_cast<unsigned char>(p.size()));
+    wire.insert(wire.end(), p.begin(), p.end());
+  }
+  if (wire.size() > 0xffff) {
+    return {};
+  }
+  return wire;
+}
+
+// The server's choice is its own first preference that the client offered (RFC 7301 §3.2). No
+// overlap is a fatal no_application_protocol alert: the workload behind us speaks none of what
+// the client wants, and guessing would hand it bytes of a protocol it does not speak.
+int select_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* out_size,
+                const unsigned char* offered, unsigned int offered_size, void* arg) noexcept {
+  const auto* ours = static_cast<const std::vector<unsigned char>*>(arg);
+  unsigned char* chosen = nullptr;
+  if (SSL_select_next_proto(&chosen, out_size, ours->data(), static_cast<unsigned>(ours->size()),
+                            offered, offered_size) != OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+  }
+  *out = chosen;
+  return SSL_TLSEXT_ERR_OK;
+}
+
 bool valid_server_name(std::string_view name) {
   boost::system::error_code ec;
   (void)boost::asio::ip::make_address(name, ec);
@@ -177,6 +212,13 @@ detailed_result<context> context::make_server(const server_options& options) {
     st->peer_names = options.client_names;
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_peer);
   }
+  if (!options.alpn.empty()) {
+    st->alpn = alpn_wire_form(options.alpn);
+    if (st->alpn.empty()) {
+      return failure{errc::context_setup_failed, "alpn: each protocol name must be 1 to 255 bytes"};
+    }
+    SSL_CTX_set_alpn_select_cb(c, select_alpn, &st->alpn);
+  }
   if (SSL_CTX_set_num_tickets(c, 0) != 1 ||
       SSL_CTX_set_ex_data(c, policy_index(), &st->peer_names) != 1) {
     return failure{errc::context_setup_failed, drain_openssl_errors()};
@@ -206,6 +248,14 @@ detailed_result<context> context::make_client(const client_options& options) {
       return r.error();
     }
     st->external_key = std::holds_alternative<external_key>(*options.private_key);
+  }
+  if (!options.alpn.empty()) {
+    const auto wire = alpn_wire_form(options.alpn);
+    // SSL_CTX_set_alpn_protos returns 0 on success, unlike most of OpenSSL.
+    if (wire.empty() ||
+        SSL_CTX_set_alpn_protos(c, wire.data(), static_cast<unsigned>(wire.size())) != 0) {
+      return failure{errc::context_setup_failed, "alpn: each protocol name must be 1 to 255 bytes"};
+    }
   }
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER, verify_peer);
   if (SSL_CTX_set_ex_data(c, policy_index(), &st->peer_names) != 1) {

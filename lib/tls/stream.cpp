@@ -413,7 +413,15 @@ void stream::close() {
 }
 
 std::string stream::session_summary() const {
-  return std::string(SSL_get_version(ssl_)) + " " + SSL_get_cipher_name(ssl_);
+  std::string out = std::string(SSL_get_version(ssl_)) + " " + SSL_get_cipher_name(ssl_);
+  const unsigned char* alpn = nullptr;
+  unsigned int alpn_size = 0;
+  SSL_get0_alpn_selected(ssl_, &alpn, &alpn_size);
+  if (alpn != nullptr) {
+    out += " alpn=";
+    out.append(reinterpret_cast<const char*>(alpn), alpn_size);
+  }
+  return out;
 }
 
 }  // namespace atls::tls

@@ -904,4 +904,17 @@ asio::awaitable<result<veraison_client::discovery>> veraison_client::discover() 
   co_return co_await std::move(pending);
 }
 
+asio::awaitable<result<void>> veraison_client::probe() {
+  auto discovering = discover();
+  auto found = co_await std::move(discovering);
+  if (!found) {
+    co_return found.error();
+  }
+  // Veraison's well-known document says READY while it serves (its api/verification package).
+  if (found->service_state != "READY") {
+    co_return make_error_code(verify_errc::verifier_unavailable);
+  }
+  co_return result<void>{};
+}
+
 }  // namespace atls::verify

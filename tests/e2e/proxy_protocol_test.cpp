@@ -19,21 +19,16 @@
 #include <vector>
 
 #include <doctest/doctest.h>
-#include <openssl/bio.h>
-#include <openssl/buffer.h>
-#include <openssl/pem.h>
 
 #include "atls/common/hex.hpp"
-#include "atls/common/openssl_ptr.hpp"
-#include "atls/verify/jose.hpp"
 
+#include "e2e/attestation_configs.hpp"
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
+#include "e2e/veraison_fixture.hpp"
 #include "support/daemon.hpp"
-#include "support/evidence_builder.hpp"
 #include "support/loopback.hpp"
 #include "support/process.hpp"
-#include "support/veraison_server.hpp"
 #include <sys/socket.h>
 
 namespace atls::test {
@@ -41,10 +36,6 @@ namespace {
 
 using namespace std::chrono_literals;
 namespace pp2 = proxy::pp2;
-
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
-}
 
 bool read_exactly(int fd, std::uint8_t* data, std::size_t size) {
   std::size_t got = 0;
@@ -171,7 +162,7 @@ TEST_CASE("the workload learns a TLS client's address, SNI and TLS version befor
   CHECK(h.endpoints->source == peer);
   CHECK(h.endpoints->destination == loopback(in_port));
   CHECK(h.authority == "server.test");
-  CHECK(h.alpn.empty());  // atlsd selects no ALPN protocol, so there is none to report
+  CHECK(h.alpn.empty());  // a listener without `alpn` negotiates none, so there is none to report
   REQUIRE(h.tls.has_value());
   CHECK(h.tls->client == pp2::client_ssl);  // no client certificate
   CHECK(h.tls->verify != 0);
@@ -183,6 +174,25 @@ TEST_CASE("the workload learns a TLS client's address, SNI and TLS version befor
   CHECK_FALSE(h.attestation->ear_sha256.has_value());
   // The request follows the header unchanged.
   CHECK(seen[0].request.starts_with("GET / HTTP/1.1\r\n"));
+}
+
+TEST_CASE("the workload learns the application protocol the listener negotiated") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  header_reader workload;
+  const auto in_port = free_port();
+  atlsd in(dir, "in",
+           header() + inbound("in", in_port, local(workload.port()), p, with_proxy_protocol(),
+                              "      alpn: [http/1.1]\n"));
+
+  // curl offers h2 and http/1.1; the listener's list has only the second.
+  const auto fetched = curl_https(p, in_port);
+  INFO(fetched.err);
+  CHECK(fetched.out == "who called\n");
+  const auto seen = workload.connections();
+  REQUIRE(seen.size() == 1);
+  REQUIRE(seen[0].header.has_value());
+  CHECK(seen[0].header->alpn == "http/1.1");
 }
 
 TEST_CASE("the workload learns that the client presented a verified certificate") {
@@ -224,55 +234,23 @@ TEST_CASE("without proxy_protocol the workload's first bytes are the request") {
 // it and issues the EARs a passport presents.
 struct attesting_client {
   attesting_client()
-      : p(make_pki(server_dir)), tik(client_dir, p, "DNS:client.test", "clientAuth") {
-    const auto endorsed = tik.veraison_endorsement(client_dir);
-    verify::pcr_values zeros;
-    for (std::uint8_t index = 0; index < 8; ++index) {
-      zeros.values[index] = verify::bytes(32, 0);
-    }
-    verifier.emplace(veraison_server_options{
-        .trust_anchors = {{endorsed.instance_id, endorsed.ak_spki_der}},
-        .reference = zeros,
-        .check_nonce = true,
-    });
-    const auto published = verify::parse_jwk(verifier->ear_key_jwk());
-    REQUIRE(published.has_value());
-    std::ofstream(server_dir / "ear.pem") << public_pem_of(published->key.get());
-    std::ofstream(server_dir / "client-ak.pem") << tik.ak_public_pem;
-  }
+      : p(make_pki(server_dir)), tik(client_dir, p, "DNS:client.test", "clientAuth") {}
 
   // The outbound sidecar: it attests with its TIK, as `attestation` (mode and model lines) says.
   [[nodiscard]] std::string outbound_config(std::uint16_t port, std::uint16_t server,
                                             const std::string& attestation, bool passport) const {
-    std::string self = "      self:\n        pcrs: [0, 1, 2, 3, 4, 5, 6, 7]\n";
-    if (passport) {
-      self += "        veraison:\n          urls: [" + verifier->base_url() +
-              "]\n          ear_key: " + (server_dir / "ear.pem").string() + "\n";
-    }
-    return header(tik.config()) +
-           outbound("out", port, local(server), p, "server.test",
-                    "    attestation:\n" + attestation + self,
-                    "      cert: " + tik.cert.string() + "\n      key: tpm:tik\n");
+    return header(tik.config()) + outbound("out", port, local(server), p, "server.test",
+                                           "    attestation:\n" + attestation +
+                                               self_block(passport ? veraison.block(8) : ""),
+                                           tik_tls(tik));
   }
 
   // The inbound sidecar: the relying party, RA-only with the client's TIK pinned.
   [[nodiscard]] std::string inbound_config(std::uint16_t port, std::uint16_t upstream,
                                            const std::string& attestation, bool passport) const {
-    std::string peer = "      peer:\n";
-    if (passport) {
-      peer += "        passport_keys: [" + (server_dir / "ear.pem").string() +
-              "]\n        accept: {minimum_status: affirming, max_age: 5m}\n";
-    } else {
-      std::string pcrs;
-      for (int i = 0; i < 8; ++i) {
-        pcrs += std::string(i == 0 ? "" : ", ") + std::to_string(i) + ": " + std::string(64, '0');
-      }
-      peer += "        verifier: local\n        local:\n          trusted_aks: [{pem: " +
-              (server_dir / "client-ak.pem").string() +
-              "}]\n          reference_values: {bank: sha256, pcrs: {" + pcrs +
-              "}}\n        accept: {minimum_status: affirming}\n";
-    }
-    peer += "        pin: [" + tik.tik_pin() + "]\n";
+    const auto pin = "        pin: [" + tik.tik_pin() + "]\n";
+    const auto peer = passport ? passport_peer_block({.ear_key = veraison.ear_key(), .more = pin})
+                               : peer_block({.trusted_ak = trusted_pem(client_ak), .more = pin});
     return header() + inbound("in", port, local(upstream), p,
                               with_proxy_protocol() + "    attestation:\n" + attestation + peer);
   }
@@ -281,7 +259,8 @@ struct attesting_client {
   const temp_dir client_dir;
   const pki p;
   const tpm_identity tik;
-  std::optional<veraison_server> verifier;
+  veraison_fixture veraison{client_dir, {&tik}, server_dir / "ear.pem"};
+  const std::filesystem::path client_ak = write_ak(server_dir, tik, "client-ak.pem");
 };
 
 // Sends one request from the client sidecar and returns the header the workload received.

@@ -217,5 +217,81 @@ TEST_CASE("an outbound listener whose client certificate the server refuses logs
   CHECK(pair.origin.accepted() == 0);
 }
 
+// openssl s_client against an inbound listener, offering `alpn` (comma-separated) if not empty.
+run_result s_client_offering(const pki& p, std::uint16_t port, const std::string& alpn) {
+  std::vector<std::string> argv = {"openssl",
+                                   "s_client",
+                                   "-connect",
+                                   local(port),
+                                   "-servername",
+                                   "server.test",
+                                   "-CAfile",
+                                   (p / "ca.crt").string(),
+                                   "-verify_return_error"};
+  if (!alpn.empty()) {
+    argv.insert(argv.end(), {"-alpn", alpn});
+  }
+  return run(argv, 15s);
+}
+
+TEST_CASE("an inbound listener with alpn picks its own first choice among what the client offers") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  loopback_server origin(http_responder("ok\n"));
+  const auto port = free_port();
+  atlsd in(
+      dir, "in",
+      header() + inbound("in", port, local(origin.port()), p, "", "      alpn: [h2, http/1.1]\n"));
+
+  SUBCASE("the listener's preference wins over the client's order") {
+    const auto result = s_client_offering(p, port, "http/1.1,h2");
+    INFO(result.err);
+    CHECK(result.exit_code == 0);
+    CHECK(result.out.find("ALPN protocol: h2") != std::string::npos);
+    CHECK(in.wait_for_log("alpn=h2\""));
+  }
+  SUBCASE("a client offering only one of them gets that one") {
+    const auto result = s_client_offering(p, port, "http/1.1");
+    CHECK(result.exit_code == 0);
+    CHECK(result.out.find("ALPN protocol: http/1.1") != std::string::npos);
+  }
+  SUBCASE("a client offering no ALPN is served without it") {
+    const auto result = s_client_offering(p, port, "");
+    CHECK(result.exit_code == 0);
+    CHECK(result.out.find("No ALPN negotiated") != std::string::npos);
+  }
+}
+
+TEST_CASE("an inbound listener refuses a client that offers none of its alpn protocols") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  loopback_server origin(http_responder("ok\n"));
+  const auto port = free_port();
+  atlsd in(dir, "in",
+           header() + inbound("in", port, local(origin.port()), p, "", "      alpn: [h2]\n"));
+
+  const auto result = s_client_offering(p, port, "http/1.1");
+  INFO(result.err);
+  CHECK(result.exit_code != 0);
+  CHECK(result.err.find("no application protocol") != std::string::npos);
+  CHECK(in.wait_for_log("outcome=error reason=\"tls handshake: TLS handshake failed"));
+  CHECK(origin.accepted() == 0);
+}
+
+TEST_CASE("an outbound listener offers its alpn protocols and logs the server's choice") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  s_server server(dir, p, {"-alpn", "h2,http/1.1"});
+  const auto port = free_port();
+  atlsd out(dir, "out",
+            header() + outbound("out", port, local(server.port), p, "server.test", "",
+                                "      alpn: [http/1.1]\n"));
+
+  const auto result = curl_http(port);
+  INFO(result.err);
+  CHECK(result.exit_code == 0);
+  CHECK(out.wait_for_log("alpn=http/1.1\""));
+}
+
 }  // namespace
 }  // namespace atls::test

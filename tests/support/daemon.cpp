@@ -80,6 +80,10 @@ bool atlsd::wait_for_log(std::string_view text, std::chrono::milliseconds timeou
   }
 }
 
+void atlsd::signal(int sig) const {
+  process_->signal(sig);
+}
+
 std::optional<int> atlsd::stop(int sig, std::chrono::milliseconds timeout) {
   process_->signal(sig);
   return process_->wait_for(timeout);

@@ -28,6 +28,8 @@ class atlsd {
   // Polls the log until it contains text.
   bool wait_for_log(std::string_view text,
                     std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  // Sends sig (SIGHUP: reload) and returns at once.
+  void signal(int sig) const;
   // Sends sig and waits for the exit code.
   std::optional<int> stop(int sig = SIGTERM,
                           std::chrono::milliseconds timeout = std::chrono::seconds(20));

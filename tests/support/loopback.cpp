@@ -204,6 +204,34 @@ void loopback_server::serve() {
   }
 }
 
+loopback_server::handler echo_responder() {
+  return [](int fd) {
+    std::array<char, 4096> buffer{};
+    for (;;) {
+      const auto n = ::recv(fd, buffer.data(), buffer.size(), 0);
+      if (n <= 0 || !send_all(fd, std::string_view(buffer.data(), static_cast<std::size_t>(n)))) {
+        return;
+      }
+    }
+  };
+}
+
+bool echoed(int fd, std::string_view text) {
+  if (!send_all(fd, text)) {
+    return false;
+  }
+  std::string got;
+  std::array<char, 256> buffer{};
+  while (got.size() < text.size()) {
+    const auto n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n <= 0) {
+      return false;
+    }
+    got.append(buffer.data(), static_cast<std::size_t>(n));
+  }
+  return got == text;
+}
+
 loopback_server::handler http_responder(std::string body) {
   return [body = std::move(body)](int fd) {
     std::string request;

@@ -85,6 +85,11 @@ class loopback_server {
 
 // An HTTP/1.1 origin: answers every request with 200 and the body, then closes.
 loopback_server::handler http_responder(std::string body);
+// An origin that echoes what it reads until the connection ends: holds connections open for as
+// long as a test needs them.
+loopback_server::handler echo_responder();
+// Sends text on fd and reads back as many bytes; true when they come back unchanged.
+bool echoed(int fd, std::string_view text);
 
 // Deterministic pseudo-random bytes, so that two sides can agree on content without sharing it.
 std::string pattern_bytes(std::uint64_t seed, std::size_t size);

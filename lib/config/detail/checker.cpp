@@ -234,6 +234,10 @@ void checker_base::error(const YAML::Mark& mark, std::string key, std::string me
   errors_.push_back({pos(mark), std::move(key), std::move(message)});
 }
 
+void checker_base::error_at(source_pos where, std::string key, std::string message) {
+  errors_.push_back({std::move(where), std::move(key), std::move(message)});
+}
+
 source_pos checker_base::pos(const YAML::Mark& mark) const {
   if (mark.is_null()) {
     return {file_, 1, 1};

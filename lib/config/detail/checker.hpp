@@ -109,6 +109,7 @@ class checker_base {
   [[nodiscard]] std::vector<diagnostic> take_errors() { return std::move(errors_); }
   [[nodiscard]] std::size_t error_count() const noexcept { return errors_.size(); }
   void error(const YAML::Mark& mark, std::string key, std::string message);
+  void error_at(source_pos where, std::string key, std::string message);
   [[nodiscard]] source_pos pos(const YAML::Mark& mark) const;
   [[nodiscard]] const std::filesystem::path& base_dir() const noexcept { return base_dir_; }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/basic_socket_acceptor.hpp>
@@ -28,10 +29,21 @@ struct session_control {
 
 struct listener_state {
   listener_state(listener_options opts, const boost::asio::any_io_executor& strand)
-      : options(std::move(opts)), executor(strand), acceptor(strand), slot_freed(strand) {}
+      : name(opts.name),
+        listen(opts.listen),
+        current(std::make_shared<const listener_options>(std::move(opts))),
+        executor(strand),
+        acceptor(strand),
+        slot_freed(strand) {}
 
-  const listener_options options;
-  boost::asio::any_io_executor executor;  // the listener's strand: acceptor, slot_freed, stopping
+  // What a reload cannot change without making it another listener.
+  const std::string name;
+  const net::endpoint_spec listen;
+  // The settings new connections start with. A reload replaces them (on `executor`); each session
+  // keeps the ones it started with, so open connections never see their settings change.
+  std::shared_ptr<const listener_options> current;
+  boost::asio::any_io_executor executor;  // the listener's strand: acceptor, slot_freed, stopping,
+                                          // current
   boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol> acceptor;
   net::async_event slot_freed;
   bool stopping = false;
@@ -48,6 +60,7 @@ struct listener_state {
 // Runs one accepted connection to its end and writes its log line. Runs on control->executor;
 // the caller does the bookkeeping when it completes.
 boost::asio::awaitable<void> run_session(std::shared_ptr<listener_state> listener,
+                                         std::shared_ptr<const listener_options> options,
                                          std::shared_ptr<session_control> control,
                                          boost::asio::generic::stream_protocol::socket client);
 

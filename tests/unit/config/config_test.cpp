@@ -68,6 +68,10 @@ diagnostic error_for(const load_result& r, std::string_view key) {
   return *found;
 }
 
+// A root-level tpm section to append to a config whose listeners use tpm:tik, which needs one.
+// Appended rather than prepended, so that the line numbers tests check stay where they are.
+constexpr std::string_view with_tpm = "tpm: {tcti: \"swtpm:host=127.0.0.1,port=2321\"}\n";
+
 bool contains(std::string_view text, std::string_view part) {
   return text.find(part) != std::string_view::npos;
 }
@@ -266,8 +270,9 @@ listeners:
   CHECK(std::holds_alternative<tpm_key_ref>(*out.key));
 }
 
-TEST_CASE("without a tpm section the TPM is the kernel's resource manager at the default handles") {
+TEST_CASE("a tpm section without keys is the kernel's resource manager at the default handles") {
   const auto r = load(R"(
+tpm: {}
 listeners:
   - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
      tls: {cert: tik.crt, key: tpm:tik}}
@@ -276,6 +281,33 @@ listeners:
   CHECK(c.tpm.tcti == "device:/dev/tpmrm0");
   CHECK(c.tpm.ak_handle == 0x81000100);
   CHECK(c.tpm.tik_handle == 0x81000101);
+}
+
+TEST_CASE(
+    "a listener that keeps its key in the TPM, or attests, without a tpm section is refused") {
+  for (const std::string_view tls :
+       {"{cert: tik.crt, key: tpm:tik}",
+        "{ca: ca.crt, server_name: s.test, cert: c.crt, key: tpm:tik}"}) {
+    const bool inbound = tls.find("server_name") == std::string_view::npos;
+    const auto r = load(std::string(R"(
+listeners:
+  - {name: plain, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: s.crt, key: s.key}}
+  - name: attests
+    mode: )") + (inbound ? "inbound" : "outbound") +
+                        R"(
+    listen: 127.0.0.1:8444
+    upstream: 127.0.0.1:8081
+    tls: )" + std::string(tls) +
+                        R"(
+    attestation: {self: {}}
+)");
+    const auto d = only_error(r);
+    CHECK(d.key == "listeners[1].tls.key");
+    CHECK(d.where.line == 8);
+    CHECK(contains(d.message, "the TLS key is in the TPM, but no TPM is configured"));
+    CHECK(contains(d.message, "add a 'tpm' section"));
+  }
 }
 
 TEST_CASE("a TPM key other than tpm:tik is rejected, and ./tpm:x stays a file") {
@@ -1135,7 +1167,8 @@ listeners:
     upstream: 127.0.0.1:8080
     tls: {cert: tik.crt, key: tpm:tik}
     attestation:
-)") + std::string(attestation));
+)") + std::string(attestation) +
+              std::string(with_tpm));
 }
 
 }  // namespace
@@ -1173,7 +1206,7 @@ listeners:
         pin:
           - 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
           - E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855
-)");
+)" + std::string(with_tpm));
   const auto& l = valid(r).listeners.at(0);
   REQUIRE(l.attestation.has_value());
   const auto& a = *l.attestation;
@@ -1235,7 +1268,7 @@ listeners:
           request_timeout: 2s
       peer:
         passport_keys: [ear-signer.pem, /abs/other-signer.pem]
-)");
+)" + std::string(with_tpm));
   const auto& a = valid(r).listeners.at(0).attestation.value();
   CHECK(a.mode == attestation_mode::intra_handshake);
   CHECK(a.model == attestation_model::passport);
@@ -1342,7 +1375,7 @@ TEST_CASE("an attestation block gets the documented defaults") {
 listeners:
   - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
      tls: {cert: tik.crt, key: tpm:tik}}
-)");
+)" + std::string(with_tpm));
     CHECK_FALSE(valid(r).listeners.at(0).attestation.has_value());
   }
 }
@@ -1811,7 +1844,7 @@ listeners:
           trusted_aks: [{pem: missing-ak.pem}]
           reference_values: {pcrs: {0: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}}
         pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
-)"));
+)" + std::string(with_tpm)));
   const auto d = only_error(load_file(path));
   CHECK(d.key == "listeners[0].attestation.peer.local.trusted_aks[0].pem");
   CHECK(contains(d.message, "cannot read " + (dir.path() / "missing-ak.pem").string()));
@@ -1868,6 +1901,77 @@ TEST_CASE("parse_size rejects missing units, garbage and overflow") {
     CHECK_FALSE(parse_size(text).has_value());
   }
   CHECK(parse_size("17179869183G").has_value());
+}
+
+TEST_CASE("alpn lists the application protocols of either side, most preferred first") {
+  const auto r = load(R"(
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: s.crt, key: s.key, alpn: [h2, http/1.1]}}
+  - {name: out, mode: outbound, listen: 127.0.0.1:8444, upstream: s.test:443,
+     tls: {ca: ca.crt, server_name: s.test, alpn: [http/1.1]}}
+)");
+  const auto& c = valid(r);
+  CHECK(std::get<inbound_tls>(c.listeners.at(0).tls).alpn ==
+        std::vector<std::string>{"h2", "http/1.1"});
+  CHECK(std::get<outbound_tls>(c.listeners.at(1).tls).alpn == std::vector<std::string>{"http/1.1"});
+}
+
+TEST_CASE(
+    "an alpn list that is empty, repeats a name or holds a name TLS cannot carry is refused") {
+  const auto refused = [](std::string_view list, std::string_view key, std::string_view message) {
+    const auto r = load(std::string(R"(
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: s.crt, key: s.key, alpn: )") +
+                        std::string(list) + "}}\n");
+    const auto d = only_error(r);
+    CHECK(d.key == key);
+    CHECK(contains(d.message, message));
+  };
+  refused("[]", "listeners[0].tls.alpn", "at least one protocol");
+  refused("[h2, h2]", "listeners[0].tls.alpn[1]", "'h2' is listed twice");
+  refused("[\"http 1.1\"]", "listeners[0].tls.alpn[0]",
+          "printable ASCII characters without spaces");
+  refused("[" + std::string(256, 'a') + "]", "listeners[0].tls.alpn[0]", "1 to 255");
+  refused("[\"\"]", "listeners[0].tls.alpn[0]", "");
+  refused("h2", "listeners[0].tls.alpn", "");
+}
+
+TEST_CASE("the admin endpoints are off unless configured, and on loopback by default") {
+  const std::string listener = R"(
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: s.crt, key: s.key}}
+)";
+  CHECK_FALSE(valid(load(listener)).admin.has_value());
+  const auto on_loaded = load("admin: {}\n" + listener);
+  const auto& on = valid(on_loaded);
+  REQUIRE(on.admin.has_value());
+  CHECK(net::to_string(on.admin->listen) == "127.0.0.1:9901");
+  CHECK(on.admin->probe_every == 5s);
+  const auto set_loaded =
+      load("admin: {listen: \"unix:/run/atlsd/admin.sock\", probe_every: 1s}\n" + listener);
+  const auto& set = valid(set_loaded);
+  CHECK(net::to_string(set.admin->listen) == "unix:/run/atlsd/admin.sock");
+  CHECK(set.admin->probe_every == 1s);
+  CHECK(valid(load("admin: {listen: 0.0.0.0:9901, allow_non_loopback: true}\n" + listener))
+            .admin.has_value());
+}
+
+TEST_CASE("an admin listener on a routable address, or probing too often, is refused") {
+  const std::string listener = R"(
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: s.crt, key: s.key}}
+)";
+  const auto exposed = only_error(load("admin: {listen: 0.0.0.0:9901}\n" + listener));
+  CHECK(exposed.key == "admin.listen");
+  CHECK(contains(exposed.message, "for this host only"));
+  const auto fast = only_error(load("admin: {probe_every: 10ms}\n" + listener));
+  CHECK(fast.key == "admin.probe_every");
+  const auto typo = only_error(load("admin: {listne: 127.0.0.1:1}\n" + listener));
+  CHECK(contains(typo.message, "unknown key 'listne'"));
 }
 
 }  // namespace atls::config

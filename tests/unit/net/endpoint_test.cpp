@@ -49,5 +49,43 @@ TEST_CASE("only addresses that stay on this host count as loopback") {
   CHECK_FALSE(is_loopback(*parse_endpoint("example.com:1")));
 }
 
+TEST_CASE("a listen address may name a socket that systemd passed, and prints back the same") {
+  for (const char* text : {"systemd:web", "systemd:atlsd.socket", "systemd:atlsd@a-1.socket",
+                           "systemd:with space", "systemd:x"}) {
+    const auto parsed = parse_listen_endpoint(text);
+    REQUIRE(parsed.has_value());
+    CHECK(to_string(*parsed) == text);
+  }
+  CHECK(std::get<systemd_socket>(*parse_listen_endpoint("systemd:web")) == systemd_socket{"web"});
+  const auto longest = "systemd:" + std::string(255, 'n');
+  CHECK(parse_listen_endpoint(longest).has_value());
+  // Every other form parses as it does for parse_endpoint.
+  CHECK(parse_listen_endpoint("127.0.0.1:8443").value() ==
+        parse_endpoint("127.0.0.1:8443").value());
+  CHECK(parse_listen_endpoint("unix:/run/a.sock").value() ==
+        parse_endpoint("unix:/run/a.sock").value());
+  CHECK(parse_listen_endpoint("127.0.0.1:0", true).has_value());
+  CHECK(parse_listen_endpoint("localhost:0").error() == errc::bad_port);
+}
+
+TEST_CASE("a systemd socket name that systemd itself would refuse is rejected") {
+  for (const std::string& name :
+       {std::string(), std::string(256, 'n'), std::string("a:b"), std::string("tab\there"),
+        std::string("new\nline"), std::string("del\x7f"), std::string("caf\xc3\xa9")}) {
+    CAPTURE(name);
+    CHECK(parse_listen_endpoint("systemd:" + name).error() == errc::bad_systemd_name);
+    CHECK_FALSE(valid_systemd_socket_name(name));
+  }
+}
+
+TEST_CASE("a systemd socket is refused where an address is connected to") {
+  CHECK(parse_endpoint("systemd:web").error() == errc::systemd_socket_not_for_connecting);
+  CHECK(parse_endpoint("systemd:").error() == errc::systemd_socket_not_for_connecting);
+}
+
+TEST_CASE("a systemd socket does not count as loopback: its address is unknown until bind") {
+  CHECK_FALSE(is_loopback(*parse_listen_endpoint("systemd:local")));
+}
+
 }  // namespace
 }  // namespace atls::net

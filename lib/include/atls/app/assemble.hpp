@@ -29,6 +29,15 @@ struct assembled {
 [[nodiscard]] assembled assemble(const std::filesystem::path& config_file,
                                  const boost::asio::any_io_executor& io);
 
+// For a reload: assemble() against the running daemon. The listeners' TPM keys come from
+// `running_tpm` (a TPM allows one client at a time, and the running one has it). Settings that
+// only a restart can change (threads, tpm, admin) are errors at their key when the file changes
+// them, so that a reload never half-applies a file.
+[[nodiscard]] assembled reassemble(const std::filesystem::path& config_file,
+                                   const config::daemon_config& running,
+                                   std::shared_ptr<attest::tpm> running_tpm,
+                                   const boost::asio::any_io_executor& io);
+
 // The same for a config already loaded. A listener whose key is tpm:tik loads the TIK from tpm,
 // which is opened (from config.tpm) on first use when null.
 [[nodiscard]] std::vector<config::diagnostic> build_listeners(

@@ -88,6 +88,7 @@ struct inbound_tls {
   file_ref cert;                                 // PEM chain, leaf first
   private_key_ref key;                           // PEM private key, or tpm:tik
   std::optional<peer_verification> client_auth;  // set: a client certificate is required
+  std::vector<std::string> alpn;                 // the workload's protocols, most preferred first
 };
 
 // Outbound: we are the TLS client.
@@ -96,6 +97,7 @@ struct outbound_tls {
   std::string server_name;       // SNI and the name the server's certificate must carry
   std::optional<file_ref> cert;  // client certificate for mTLS; cert and key come together
   std::optional<private_key_ref> key;
+  std::vector<std::string> alpn;  // offered to the server, most preferred first
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -184,12 +186,23 @@ enum class log_level { trace, debug, info, warn, error };
 // How the attestation audit lines are written: key=value text, or one JSON object per line.
 enum class audit_format { text, json };
 
+// The admin listener: /healthz, /readyz and /metrics over plain HTTP. Off unless configured.
+struct admin_settings {
+  net::endpoint_spec listen = net::tcp_endpoint{"127.0.0.1", 9901};
+  // How often the TPM and the verifiers are probed for /readyz.
+  std::chrono::milliseconds probe_every{std::chrono::seconds(5)};
+};
+
 struct daemon_config {
   config::log_level log_level = config::log_level::info;
   config::audit_format audit = audit_format::text;
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
   unsigned threads = 2;
   tpm_settings tpm;
+  std::optional<admin_settings> admin;
+  // Set: the config file is re-read this often and reloaded when its content changed, as a
+  // SIGHUP would (for a Kubernetes ConfigMap, whose updates replace the file).
+  std::optional<std::chrono::milliseconds> watch_config;
   std::vector<listener> listeners;
 };
 

@@ -1,4 +1,5 @@
-// Where to listen or connect: "host:port", "[v6]:port" or "unix:/absolute/path".
+// Where to listen or connect: "host:port", "[v6]:port" or "unix:/absolute/path"; where to listen
+// also "systemd:NAME", a socket the service manager passed (socket activation).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,10 @@ enum class errc {
   bad_host,
   unix_path_not_absolute,
   unix_path_too_long,
+  bad_systemd_name,
+  systemd_socket_not_for_connecting,
+  systemd_socket_not_passed,
+  systemd_socket_not_listening,
 };
 
 const boost::system::error_category& net_category() noexcept;
@@ -39,17 +44,41 @@ struct unix_endpoint {
   friend bool operator==(const unix_endpoint&, const unix_endpoint&) = default;
 };
 
-using endpoint_spec = std::variant<tcp_endpoint, unix_endpoint>;
+// A listening socket that systemd passed (sd_listen_fds_with_names(3)), by the name the socket
+// unit gives it: FileDescriptorName=, which defaults to the unit's name ("atlsd.socket"). Only
+// the name is known before bind; the address is whatever the socket unit bound.
+struct systemd_socket {
+  std::string name;  // 1 to 255 printable ASCII characters other than ':' (systemd.socket(5))
+  friend bool operator==(const systemd_socket&, const systemd_socket&) = default;
+};
 
-// Parses a spec. Port 0 is allowed (the kernel picks one) only when allow_port_zero is set.
-// Fails with net::errc. Pure: no name resolution happens here.
+using endpoint_spec = std::variant<tcp_endpoint, unix_endpoint, systemd_socket>;
+
+// Parses a spec to connect to. Port 0 is allowed (the kernel picks one) only when
+// allow_port_zero is set. "systemd:NAME" fails with errc::systemd_socket_not_for_connecting: a
+// passed socket can only be listened on. Fails with net::errc. Pure: no name resolution happens
+// here.
 [[nodiscard]] result<endpoint_spec> parse_endpoint(std::string_view text,
                                                    bool allow_port_zero = false);
+
+// Parses a spec to listen on: parse_endpoint()'s forms and "systemd:NAME" (errc::bad_systemd_name
+// when NAME breaks systemd's rules). The "systemd:" prefix always means a passed socket, as
+// "unix:" always means a path, so a host named "systemd" needs its IP address instead.
+[[nodiscard]] result<endpoint_spec> parse_listen_endpoint(std::string_view text,
+                                                          bool allow_port_zero = false);
+
+// True for a name that systemd accepts in FileDescriptorName= and LISTEN_FDNAMES, with the empty
+// name excluded: 1 to 255 characters from 0x20 to 0x7e, none of them ':' (the separator of
+// LISTEN_FDNAMES).
+bool valid_systemd_socket_name(std::string_view name);
 
 // The canonical text form, which parse_endpoint() accepts again.
 std::string to_string(const endpoint_spec& spec);
 
 // True for unix sockets, 127.0.0.0/8, ::1 and "localhost": addresses that only this host reaches.
+// False for a systemd socket: its address is not known before bind, so it is not known to stay
+// on this host (the config's loopback rule for outbound listeners then asks for
+// allow_non_loopback: true, the operator's word for what the socket unit binds).
 bool is_loopback(const endpoint_spec& spec);
 
 // A socket address for logs: "1.2.3.4:5", "[::1]:5", "unix:/path" or "unix" for unnamed peers.

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,13 @@ struct listener_options {
   attested::audit_format audit = attested::audit_format::text;
 };
 
+// What a reload did, by listener name.
+struct reload_report {
+  std::vector<std::string> added;    // bound and accepting
+  std::vector<std::string> removed;  // no longer accepting; their connections drain
+  std::vector<std::string> kept;     // same name and address: new settings for new connections
+};
+
 class server {
  public:
   // Listeners and bookkeeping run on strands of io, which may run on any number of threads;
@@ -71,10 +79,30 @@ class server {
 
   // Binds every listener, or none: on failure the ones already bound are closed again. The
   // detail names the listener and the address. Call before start(), from one thread.
-  [[nodiscard]] detailed_result<void> bind(std::vector<listener_options> listeners);
+  //
+  // A TCP listener sets SO_REUSEPORT as well as SO_REUSEADDR, so that a new atlsd (same user)
+  // can bind the port while this one drains. A unix listener first removes a stale socket file.
+  // A `systemd:NAME` listener adopts the socket of that name from `activated` (name to
+  // descriptor, as systemd/activation.hpp collects them) as it is, address and options included;
+  // a name missing there fails with net::errc::systemd_socket_not_passed. The descriptors stay
+  // the caller's: the listener adopts a duplicate (so a later bind may adopt the same socket
+  // again), and drain closes only that. Sockets in `activated` that no listener names are
+  // logged as a warning.
+  [[nodiscard]] detailed_result<void> bind(std::vector<listener_options> listeners,
+                                           const std::map<std::string, int>& activated = {});
 
   // Starts accepting on every bound listener.
   void start();
+
+  // Reload: listeners are matched by name. One with the same name and address keeps its socket
+  // and its open connections, which finish under the settings they started with; the connections
+  // it accepts next get the new settings. A listener whose name is gone, or whose address
+  // changed, stops accepting, and its connections may finish within `drain_timeout`, after
+  // which they are aborted; the new one is bound in its place. Every new socket is bound before
+  // anything changes, so a failure (the detail names the listener and address) leaves the
+  // running listeners as they were. Call after start(); any executor.
+  [[nodiscard]] boost::asio::awaitable<detailed_result<reload_report>> reconfigure(
+      std::vector<listener_options> listeners, std::chrono::milliseconds drain_timeout);
 
   // Graceful stop: accepting ends at once; open connections may finish within `timeout`, after
   // which they are aborted. Completes when no connection is left. Any executor.

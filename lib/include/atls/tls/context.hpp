@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "atls/common/result.hpp"
 #include "atls/tls/peer_names.hpp"
@@ -32,6 +33,10 @@ struct server_options {
   // Set: clients must present a certificate that chains to this bundle and passes client_names.
   std::optional<std::filesystem::path> client_ca;
   peer_name_policy client_names;
+  // The application protocols the workload speaks, most preferred first (RFC 7301). A client
+  // that offers ALPN but none of these is refused with the no_application_protocol alert; a
+  // client that offers none gets no ALPN. Empty: ALPN is not negotiated.
+  std::vector<std::string> alpn;
 };
 
 struct client_options {
@@ -41,6 +46,8 @@ struct client_options {
   peer_name_policy server_names;  // optional extra allow-list on the server certificate's SANs
   std::optional<std::filesystem::path> cert_chain;  // client certificate for mTLS
   std::optional<private_key_source> private_key;
+  // Offered to the server, most preferred first (RFC 7301). Empty: none offered.
+  std::vector<std::string> alpn;
 };
 
 enum class role { client, server };

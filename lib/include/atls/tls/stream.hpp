@@ -98,7 +98,8 @@ class stream {
   // Human detail of the last failure (OpenSSL's reasons, the verify result). Never secret.
   [[nodiscard]] const std::string& error_detail() const { return detail_; }
 
-  // "TLSv1.3 TLS_AES_128_GCM_SHA256" once the handshake is done.
+  // "TLSv1.3 TLS_AES_128_GCM_SHA256" once the handshake is done, with " alpn=h2" when an
+  // application protocol was negotiated.
   [[nodiscard]] std::string session_summary() const;
 
  private:

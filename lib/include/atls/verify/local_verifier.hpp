@@ -75,6 +75,8 @@ class local_verifier final : public verifier {
   // (std::errc::invalid_argument), or when the DRBG cannot produce them
   // (std::errc::resource_unavailable_try_again).
   [[nodiscard]] boost::asio::awaitable<result<bytes>> challenge(std::size_t size) override;
+  // Appraisal here needs nothing outside this process.
+  [[nodiscard]] boost::asio::awaitable<result<void>> probe() override { co_return result<void>{}; }
   [[nodiscard]] std::string_view name() const noexcept override { return "local"; }
 
  private:

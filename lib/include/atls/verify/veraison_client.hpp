@@ -85,6 +85,10 @@ class veraison_client final : public verifier {
   // for the appraise() call that brings that nonce (for at most the session's expiry).
   [[nodiscard]] boost::asio::awaitable<result<bytes>> challenge(std::size_t size) override;
 
+  // Fetches the well-known document (discover()); a service whose state is not READY fails
+  // with verify_errc::verifier_unavailable.
+  [[nodiscard]] boost::asio::awaitable<result<void>> probe() override;
+
   [[nodiscard]] std::string_view name() const noexcept override;
 
   // Fetches the well-known document, for diagnostics and readiness: the service state and

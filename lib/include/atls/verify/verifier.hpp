@@ -37,6 +37,11 @@ class verifier {
   // same session. Fails with verify_errc.
   [[nodiscard]] virtual boost::asio::awaitable<result<bytes>> challenge(std::size_t size) = 0;
 
+  // Whether the verifier can appraise now, for readiness: the local verifier always can; a
+  // remote one is asked whether it serves. Fails with verify_errc (verifier_unavailable when it
+  // cannot be reached). Completes on the awaiting coroutine's executor.
+  [[nodiscard]] virtual boost::asio::awaitable<result<void>> probe() = 0;
+
   // How logs and audit lines name this verifier, e.g. "local" or "veraison https://v.example".
   [[nodiscard]] virtual std::string_view name() const noexcept = 0;
 
