@@ -1,5 +1,6 @@
 #include "atls/attest/tpm.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -15,6 +16,8 @@
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_rc.h>
 #include <tss2/tss2_tctildr.h>
+
+#include "atls/metrics/atlsd_metrics.hpp"
 
 namespace atls::attest {
 
@@ -742,52 +745,70 @@ void tpm::post(std::function<void(tpm&)> fn) {
   submit([this, fn = std::move(fn)](session&) { fn(*this); });
 }
 
+namespace {
+
+// atlsd_tpm_operations_total and _duration_seconds: timed on the worker, so the queue's wait
+// is not part of it (a busy TPM shows as many operations, not as slow ones).
+template <class Job, class Session>
+auto measured(std::string_view operation, Job& job, Session& s) {
+  const auto started = std::chrono::steady_clock::now();
+  auto outcome = job(s);
+  auto& m = metrics::process();
+  m.tpm_operations.with({operation, outcome ? "ok" : "error"}).inc();
+  m.tpm_operation_duration.with({operation}).observe(std::chrono::steady_clock::now() - started);
+  return outcome;
+}
+
+}  // namespace
+
 template <class T>
-result<T> tpm::call(std::function<result<T>(session&)> job) {
+result<T> tpm::call(std::string_view operation, std::function<result<T>(session&)> job) {
   if (worker_->on_worker_thread()) {
-    return job(worker_->own_session());
+    return measured(operation, job, worker_->own_session());
   }
   std::promise<result<T>> promise;
   auto future = promise.get_future();
-  submit([&promise, &job](session& s) { promise.set_value(job(s)); });
+  submit(
+      [&promise, &job, operation](session& s) { promise.set_value(measured(operation, job, s)); });
   return future.get();
 }
 
 result<provision_report> tpm::provision() {
-  return call<provision_report>([](session& s) { return s.provision(); });
+  return call<provision_report>("provision", [](session& s) { return s.provision(); });
 }
 
 result<tpm_keys> tpm::keys() {
-  return call<tpm_keys>([](session& s) { return s.read_keys(); });
+  return call<tpm_keys>("read_keys", [](session& s) { return s.read_keys(); });
 }
 
 result<signed_attest> tpm::certify(std::span<const std::uint8_t> nonce) {
-  return call<signed_attest>([nonce](session& s) { return s.certify(nonce); });
+  return call<signed_attest>("certify", [nonce](session& s) { return s.certify(nonce); });
 }
 
 result<signed_attest> tpm::quote(std::span<const std::uint8_t> nonce, const pcr_selection& pcrs) {
-  return call<signed_attest>([nonce, &pcrs](session& s) { return s.quote(nonce, pcrs); });
+  return call<signed_attest>("quote", [nonce, &pcrs](session& s) { return s.quote(nonce, pcrs); });
 }
 
 result<bytes> tpm::sign(std::span<const std::uint8_t> sha256_digest) {
-  return call<bytes>([sha256_digest](session& s) { return s.sign(sha256_digest); });
+  return call<bytes>("sign", [sha256_digest](session& s) { return s.sign(sha256_digest); });
 }
 
 result<std::map<std::uint8_t, bytes>> tpm::read_pcrs(const pcr_selection& pcrs) {
-  return call<std::map<std::uint8_t, bytes>>([&pcrs](session& s) { return s.read_pcrs(pcrs); });
+  return call<std::map<std::uint8_t, bytes>>("read_pcrs",
+                                             [&pcrs](session& s) { return s.read_pcrs(pcrs); });
 }
 
 result<void> tpm::extend_pcr(std::uint32_t index, std::span<const std::uint8_t> data) {
-  return call<void>([index, data](session& s) { return s.extend_pcr(index, data); });
+  return call<void>("extend_pcr", [index, data](session& s) { return s.extend_pcr(index, data); });
 }
 
 result<bytes> tpm::random(std::size_t n) {
-  return call<bytes>([n](session& s) { return s.random(n); });
+  return call<bytes>("get_random", [n](session& s) { return s.random(n); });
 }
 
 result<parsec_tpm_evidence> tpm::evidence(std::span<const std::uint8_t> nonce,
                                           const pcr_selection& pcrs) {
-  return call<parsec_tpm_evidence>([&](session& s) -> result<parsec_tpm_evidence> {
+  return call<parsec_tpm_evidence>("evidence", [&](session& s) -> result<parsec_tpm_evidence> {
     auto keys = s.read_keys();
     if (!keys) {
       return keys.error();

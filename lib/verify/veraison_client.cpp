@@ -30,6 +30,7 @@
 #include <spdlog/spdlog.h>
 
 #include "atls/attest/evidence.hpp"
+#include "atls/metrics/atlsd_metrics.hpp"
 #include "atls/verify/ear.hpp"
 #include "atls/verify/error.hpp"
 
@@ -756,10 +757,42 @@ asio::awaitable<result<std::unique_ptr<connection>>> veraison_client::impl::conn
   co_return conn;
 }
 
+namespace {
+
+// The metrics label for a request: which call of the API, never the session id in the path
+// (one series per session would grow without bound).
+std::string_view endpoint_of(http::verb verb, std::string_view target) {
+  if (target.find("/.well-known/") != std::string_view::npos) {
+    return "discovery";
+  }
+  if (target.find("/newSession") != std::string_view::npos) {
+    return "new_session";
+  }
+  switch (verb) {
+    case http::verb::post:
+      return "evidence";
+    case http::verb::delete_:
+      return "delete_session";
+    default:
+      return "session";
+  }
+}
+
+// atlsd_verifier_requests_total{verifier, endpoint, status} and the request duration.
+void count_request(std::string_view verifier, http::verb verb, std::string_view target,
+                   const std::string& status, std::chrono::steady_clock::time_point started) {
+  auto& m = metrics::process();
+  m.verifier_requests.with({verifier, endpoint_of(verb, target), status}).inc();
+  m.verifier_request_duration.with({verifier}).observe(std::chrono::steady_clock::now() - started);
+}
+
+}  // namespace
+
 asio::awaitable<result<http_answer>> veraison_client::impl::exchange(
     std::size_t url, http::verb verb, std::string target, std::string_view accept,
     std::string_view content_type, std::span<const std::uint8_t> body) {
   const auto& base = urls_[url];
+  const auto started = std::chrono::steady_clock::now();
   http::request<http::vector_body<std::uint8_t>> request{verb, target, 11};
   request.set(http::field::host, base.host_header);
   request.set(http::field::user_agent, "atlsd");
@@ -783,6 +816,7 @@ asio::awaitable<result<http_answer>> veraison_client::impl::exchange(
       auto connecting = connect(url);
       auto fresh = co_await std::move(connecting);
       if (!fresh) {
+        count_request(base.text, verb, target, "error", started);
         co_return fresh.error();
       }
       conn = std::move(*fresh);
@@ -808,9 +842,11 @@ asio::awaitable<result<http_answer>> veraison_client::impl::exchange(
       }
       spdlog::warn("verifier {}: {} {} failed: {}", base.text, std::string(http::to_string(verb)),
                    target, read_error.message());
+      count_request(base.text, verb, target, "error", started);
       co_return verify_errc::verifier_unavailable;
     }
     auto response = parser.release();
+    count_request(base.text, verb, target, std::to_string(response.result_int()), started);
     http_answer answer{
         .status = response.result_int(),
         .content_type = std::string(response[http::field::content_type]),

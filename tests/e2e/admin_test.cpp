@@ -141,6 +141,14 @@ TEST_CASE("/readyz turns 503 while the TPM is down, naming it, and 200 once it i
   tik.simulator.start();
   readyz_becomes(admin_port, 200);
   CHECK(in.wait_for_log("ready again: tpm "));
+  // The probes are TPM operations like any other, counted by result.
+  const auto metrics = scrape(admin_port);
+  CHECK(metrics.value_of("atlsd_tpm_operations_total",
+                         {{"operation", "get_random"}, {"result", "error"}}) >= 1);
+  CHECK(metrics.value_of("atlsd_tpm_operations_total",
+                         {{"operation", "get_random"}, {"result", "ok"}}) >= 2);
+  CHECK(metrics.value_of("atlsd_tpm_operation_duration_seconds_count",
+                         {{"operation", "get_random"}}) >= 3);
 }
 
 TEST_CASE("/readyz says draining once SIGTERM arrives, while open connections finish") {

@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include "atls/attested/settings.hpp"
+#include "atls/metrics/atlsd_metrics.hpp"
 #include "atls/verify/jose.hpp"
 #include "atls/verify/veraison_client.hpp"
 
@@ -127,6 +128,11 @@ TEST_CASE("readiness reports a Veraison service that fails, and recovers once it
   REQUIRE(becomes(*health, "verifier veraison", false));
   service.faults().fail_with_500 = 0;
   CHECK(becomes(*health, "verifier veraison", true));
+  // Each probe is a request to the service's discovery endpoint, counted by status.
+  auto& requests = metrics::process().verifier_requests;
+  const std::string name = service.base_url();
+  CHECK(requests.with({name, "discovery", "500"}).value() >= 1);
+  CHECK(requests.with({name, "discovery", "200"}).value() >= 2);
 }
 
 }  // namespace

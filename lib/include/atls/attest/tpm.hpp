@@ -14,6 +14,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -138,7 +139,7 @@ class tpm {
   // Queues a job for the worker thread; jobs run one at a time, in order.
   void submit(std::function<void(session&)> job);
   template <class T>
-  result<T> call(std::function<result<T>(session&)> job);
+  result<T> call(std::string_view operation, std::function<result<T>(session&)> job);
 
   tpm_options options_;
   std::unique_ptr<worker> worker_;
