@@ -49,40 +49,7 @@ constexpr auto linger_time = std::chrono::seconds(1);
 // Log lines quote at most this much of a peer's request target.
 constexpr std::size_t logged_target = 200;
 
-result<protocol::endpoint> listen_endpoint(const asio::any_io_executor& executor,
-                                           const net::endpoint_spec& spec) {
-  if (const auto* u = std::get_if<net::unix_endpoint>(&spec)) {
-    return protocol::endpoint{asio::local::stream_protocol::endpoint(u->path)};
-  }
-  const auto& tcp = std::get<net::tcp_endpoint>(spec);
-  asio::ip::tcp::resolver resolver(executor);
-  error_code ec;
-  const auto results =
-      resolver.resolve(tcp.host, std::to_string(tcp.port), asio::ip::tcp::resolver::passive, ec);
-  // The generic endpoint converts from anything, so the error must be placed explicitly.
-  if (ec) {
-    return {boost::system::in_place_error, ec};
-  }
-  if (results.empty()) {
-    return {boost::system::in_place_error, asio::error::host_not_found};
-  }
-  return protocol::endpoint{results.begin()->endpoint()};
-}
-
-bool is_inet(const protocol::endpoint& endpoint) {
-  const auto family = endpoint.data()->sa_family;
-  return family == AF_INET || family == AF_INET6;
-}
-
-// Only a socket is ever removed, never a regular file that happens to have the name.
-void remove_socket_file(const net::endpoint_spec& spec) {
-  if (const auto* u = std::get_if<net::unix_endpoint>(&spec)) {
-    std::error_code ec;
-    if (std::filesystem::is_socket(u->path, ec)) {
-      std::filesystem::remove(u->path, ec);
-    }
-  }
-}
+using net::is_inet;
 
 bool is_parse_error(const error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_method).category();
@@ -369,7 +336,7 @@ struct admin_server::state {
     error_code ignored;
     acceptor.close(ignored);
     if (bound) {
-      remove_socket_file(options.listen);
+      net::remove_stale_socket(options.listen);
     }
     pause.cancel();
     slot_freed.notify_all();
@@ -400,7 +367,7 @@ detailed_result<void> admin_server::bind() {
   if (s.bound || s.stopping) {
     return failure{asio::error::already_open, where};
   }
-  auto endpoint = listen_endpoint(s.executor, s.options.listen);
+  auto endpoint = net::resolve_listen_address(s.executor, s.options.listen);
   if (!endpoint) {
     return failure{endpoint.error(), where};
   }
@@ -412,7 +379,7 @@ detailed_result<void> admin_server::bind() {
   if (is_inet(*endpoint)) {
     s.acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   } else {
-    remove_socket_file(s.options.listen);
+    net::remove_stale_socket(s.options.listen);
   }
   if (!ec) {
     s.acceptor.bind(*endpoint, ec);

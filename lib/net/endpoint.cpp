@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -207,6 +209,45 @@ std::string to_string(const boost::asio::generic::stream_protocol::endpoint& end
     default:
       return "family-" + std::to_string(addr->sa_family);
   }
+}
+
+result<boost::asio::generic::stream_protocol::endpoint> resolve_listen_address(
+    const boost::asio::any_io_executor& executor, const endpoint_spec& spec) {
+  using generic = boost::asio::generic::stream_protocol::endpoint;
+  if (const auto* u = std::get_if<unix_endpoint>(&spec)) {
+    return generic{boost::asio::local::stream_protocol::endpoint(u->path)};
+  }
+  const auto* tcp = std::get_if<tcp_endpoint>(&spec);
+  if (tcp == nullptr) {
+    return {boost::system::in_place_error,
+            make_error_code(errc::systemd_socket_not_for_connecting)};
+  }
+  boost::asio::ip::tcp::resolver resolver(executor);
+  error_code ec;
+  const auto results = resolver.resolve(tcp->host, std::to_string(tcp->port),
+                                        boost::asio::ip::tcp::resolver::passive, ec);
+  // The generic endpoint converts from anything, so the error must be placed explicitly.
+  if (ec) {
+    return {boost::system::in_place_error, ec};
+  }
+  if (results.empty()) {
+    return {boost::system::in_place_error, boost::asio::error::host_not_found};
+  }
+  return generic{results.begin()->endpoint()};
+}
+
+void remove_stale_socket(const endpoint_spec& spec) {
+  if (const auto* u = std::get_if<unix_endpoint>(&spec)) {
+    std::error_code ec;
+    if (std::filesystem::is_socket(u->path, ec)) {
+      std::filesystem::remove(u->path, ec);
+    }
+  }
+}
+
+bool is_inet(const boost::asio::generic::stream_protocol::endpoint& endpoint) {
+  const auto family = endpoint.data()->sa_family;
+  return family == AF_INET || family == AF_INET6;
 }
 
 }  // namespace atls::net

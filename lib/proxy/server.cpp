@@ -39,42 +39,8 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // How long aborted sessions get to unwind after the drain timeout before drain gives up on them.
 constexpr auto abort_grace = std::chrono::seconds(5);
 
-// The address of a tcp or unix listener (a systemd listener has none of its own: bind() adopts
-// its socket instead).
-result<generic_endpoint> listen_endpoint(asio::io_context& io, const net::endpoint_spec& spec) {
-  if (const auto* u = std::get_if<net::unix_endpoint>(&spec)) {
-    return generic_endpoint{asio::local::stream_protocol::endpoint(u->path)};
-  }
-  const auto& tcp = std::get<net::tcp_endpoint>(spec);
-  asio::ip::tcp::resolver resolver(io);
-  error_code ec;
-  const auto results =
-      resolver.resolve(tcp.host, std::to_string(tcp.port), asio::ip::tcp::resolver::passive, ec);
-  // The generic endpoint converts from anything, so the error must be placed explicitly.
-  if (ec) {
-    return {boost::system::in_place_error, ec};
-  }
-  if (results.empty()) {
-    return {boost::system::in_place_error, asio::error::host_not_found};
-  }
-  return generic_endpoint{results.begin()->endpoint()};
-}
-
-// A unix socket file left by a previous run would make bind() fail with EADDRINUSE. Only a
-// socket is ever removed, never a regular file that happens to have the name.
-void remove_stale_socket(const net::endpoint_spec& spec) {
-  if (const auto* u = std::get_if<net::unix_endpoint>(&spec)) {
-    std::error_code ec;
-    if (std::filesystem::is_socket(u->path, ec)) {
-      std::filesystem::remove(u->path, ec);
-    }
-  }
-}
-
-bool is_inet(const generic_endpoint& endpoint) {
-  const auto family = endpoint.data()->sa_family;
-  return family == AF_INET || family == AF_INET6;
-}
+using net::is_inet;
+using net::remove_stale_socket;
 
 using acceptor_type = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 
@@ -90,7 +56,7 @@ error_code last_system_error() {
 // Opens, binds and listens on a tcp or unix address.
 error_code bind_address(acceptor_type& acceptor, asio::io_context& io,
                         const net::endpoint_spec& spec) {
-  auto endpoint = listen_endpoint(io, spec);
+  auto endpoint = net::resolve_listen_address(io.get_executor(), spec);
   if (!endpoint) {
     return endpoint.error();
   }

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <variant>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/system/error_category.hpp>
 
@@ -80,6 +81,19 @@ std::string to_string(const endpoint_spec& spec);
 // on this host (the config's loopback rule for outbound listeners then asks for
 // allow_non_loopback: true, the operator's word for what the socket unit binds).
 bool is_loopback(const endpoint_spec& spec);
+
+// The socket address to bind for a tcp or unix spec; a systemd socket has none of its own (it
+// is adopted) and fails with errc::systemd_socket_not_for_connecting. A host name is resolved
+// once, passively, blocking. Fails with the resolver's error, or host_not_found.
+[[nodiscard]] result<boost::asio::generic::stream_protocol::endpoint> resolve_listen_address(
+    const boost::asio::any_io_executor& executor, const endpoint_spec& spec);
+
+// A unix socket file left by a previous run makes bind() fail with EADDRINUSE: removes it. Only
+// a socket is ever removed, never a regular file that happens to have the name.
+void remove_stale_socket(const endpoint_spec& spec);
+
+// True for IPv4 and IPv6 addresses.
+[[nodiscard]] bool is_inet(const boost::asio::generic::stream_protocol::endpoint& endpoint);
 
 // A socket address for logs: "1.2.3.4:5", "[::1]:5", "unix:/path" or "unix" for unnamed peers.
 std::string to_string(const boost::asio::generic::stream_protocol::endpoint& endpoint);
