@@ -286,11 +286,10 @@ int run(const arguments& args) {
   std::unique_ptr<atls::systemd::watchdog> watchdog;
   if (const auto interval = atls::systemd::watchdog_interval()) {
     atls::systemd::watchdog_options options{.interval = *interval};
-    // next() is round-robin and nothing else calls it before io runs, so `size()` calls meet
-    // each loop once.
     options.loops.reserve(connection_loops.size());
     for (std::size_t i = 0; i < connection_loops.size(); ++i) {
-      options.loops.push_back({"connection loop " + std::to_string(i), connection_loops.next()});
+      options.loops.push_back(
+          {"connection loop " + std::to_string(i), connection_loops.executor(i)});
     }
     watchdog = std::make_unique<atls::systemd::watchdog>(io.get_executor(), std::move(options));
     spdlog::info("systemd watchdog: WATCHDOG=1 every {} ms while the loops are healthy",

@@ -43,6 +43,10 @@ asio::any_io_executor event_loops::next() {
   return loops_[i]->io.get_executor();
 }
 
+asio::any_io_executor event_loops::executor(std::size_t i) const {
+  return loops_.at(i)->io.get_executor();
+}
+
 void event_loops::finish() {
   for (auto& l : loops_) {
     const std::lock_guard lock(l->guard_mutex);

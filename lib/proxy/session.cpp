@@ -385,8 +385,12 @@ class session {
     }
     set_deadline(options_.timeouts.handshake, "attestation");
     out.emplace(tls, *options_.attestation, *roles);
-    if (auto ec = co_await out->establish()) {
-      record_attestation_failure(ec, out->error_detail());
+    const auto started = clock::now();
+    auto establishing = out->establish();
+    const auto established = co_await std::move(establishing);
+    metrics::process().attestation_duration.with({options_.name}).observe(clock::now() - started);
+    if (established) {
+      record_attestation_failure(established, out->error_detail());
       co_return false;
     }
     const auto* peer = roles->peer_attests && out->peer_result() ? &*out->peer_result() : nullptr;

@@ -10,6 +10,7 @@
 #include "e2e/attestation_configs.hpp"
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
+#include "e2e/veraison_fixture.hpp"
 #include "support/daemon.hpp"
 #include "support/loopback.hpp"
 #include "support/prometheus_text.hpp"
@@ -149,6 +150,33 @@ TEST_CASE("/readyz turns 503 while the TPM is down, naming it, and 200 once it i
                          {{"operation", "get_random"}, {"result", "ok"}}) >= 2);
   CHECK(metrics.value_of("atlsd_tpm_operation_duration_seconds_count",
                          {{"operation", "get_random"}}) >= 3);
+}
+
+TEST_CASE("/readyz turns 503 while the Veraison service fails, naming it, and 200 once it serves") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  veraison_fixture veraison(dir, {}, dir / "ear-key.pem");
+  const auto port = free_port();
+  const auto admin_port = free_port();
+  // A relying party that has servers' evidence appraised by Veraison; no server is needed for
+  // its readiness.
+  atlsd out(dir, "out",
+            admin_block(admin_port, "  probe_every: 200ms\n") + header() +
+                relying_outbound("out", port, free_port(), p,
+                                 "      peer:\n        verifier: veraison\n" + veraison.block(8) +
+                                     "        accept: {minimum_status: affirming}\n"));
+
+  readyz_becomes(admin_port, 200);
+  veraison.server().faults().fail_with_500 = 1'000'000;
+  const auto down = readyz_becomes(admin_port, 503);
+  CHECK(down.find("verifier veraison " + veraison.server().base_url()) != std::string::npos);
+  veraison.server().faults().fail_with_500 = 0;
+  readyz_becomes(admin_port, 200);
+  const auto metrics = scrape(admin_port);
+  CHECK(
+      metrics.value_of("atlsd_verifier_requests_total", {{"verifier", veraison.server().base_url()},
+                                                         {"endpoint", "discovery"},
+                                                         {"status", "500"}}) >= 1);
 }
 
 TEST_CASE("/readyz says draining once SIGTERM arrives, while open connections finish") {

@@ -28,6 +28,9 @@ class event_loops {
   // The next loop's executor, round-robin. Any thread.
   [[nodiscard]] boost::asio::any_io_executor next();
 
+  // Loop i's executor (i < size()), e.g. for a watchdog that checks every loop. Any thread.
+  [[nodiscard]] boost::asio::any_io_executor executor(std::size_t i) const;
+
   // Lets each thread return once its loop has no work left. Any thread.
   void finish();
 
