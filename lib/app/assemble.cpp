@@ -332,17 +332,28 @@ std::vector<config::diagnostic> build_listeners(const config::daemon_config& con
   return errors;
 }
 
-assembled assemble(const std::filesystem::path& config_file,
-                   const boost::asio::any_io_executor& io) {
+namespace {
+
+// The listeners of a config that loaded, with their keys from `tpm` (opened on first use when
+// null).
+assembled build(config::load_result loaded, std::shared_ptr<attest::tpm> tpm,
+                const boost::asio::any_io_executor& io) {
   assembled result;
-  auto loaded = config::load_file(config_file);
-  result.errors = std::move(loaded.errors);
-  if (!loaded.config) {
-    return result;
-  }
+  result.tpm = std::move(tpm);
   result.errors = build_listeners(*loaded.config, result.listeners, result.tpm, io);
   result.config = std::move(loaded.config);
   return result;
+}
+
+}  // namespace
+
+assembled assemble(const std::filesystem::path& config_file,
+                   const boost::asio::any_io_executor& io) {
+  auto loaded = config::load_file(config_file);
+  if (!loaded.config) {
+    return {.errors = std::move(loaded.errors)};
+  }
+  return build(std::move(loaded), nullptr, io);
 }
 
 assembled reassemble(const std::filesystem::path& config_file, const config::daemon_config& running,
@@ -377,10 +388,7 @@ assembled reassemble(const std::filesystem::path& config_file, const config::dae
   if (!result.errors.empty()) {
     return result;
   }
-  result.tpm = std::move(running_tpm);
-  result.errors = build_listeners(next, result.listeners, result.tpm, io);
-  result.config = std::move(loaded.config);
-  return result;
+  return build(std::move(loaded), std::move(running_tpm), io);
 }
 
 }  // namespace atls::app
