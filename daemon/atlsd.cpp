@@ -140,7 +140,11 @@ asio::awaitable<void> reload(control& c, std::string why) {
       auto health = start_health(c, next.listeners);
       auto applying = c.server.reconfigure(std::move(next.listeners), next.config->drain_timeout);
       const auto applied = co_await std::move(applying);
-      if (!applied) {
+      if (!applied && c.stopping) {
+        // SIGTERM came while the reload committed: the drain has the running listeners.
+        spdlog::warn("reload abandoned: {}", atls::to_string(applied.error()));
+        reloads.with({"abandoned"}).inc();
+      } else if (!applied) {
         spdlog::error("reload refused: cannot listen: {}; still serving the previous config",
                       atls::to_string(applied.error()));
         reloads.with({"invalid"}).inc();
@@ -161,7 +165,9 @@ asio::awaitable<void> reload(control& c, std::string why) {
                      join(applied->removed), join(applied->kept));
       }
     }
-    notify.ready("serving " + std::to_string(c.running.listeners.size()) + " listener(s)");
+    if (!c.stopping) {  // after STOPPING=1, systemd must not hear READY=1 again
+      notify.ready("serving " + std::to_string(c.running.listeners.size()) + " listener(s)");
+    }
   } while (c.reload_again && !c.stopping);
   c.reloading = false;
 }

@@ -57,9 +57,11 @@ atlsd_metrics::atlsd_metrics()
                                          "Workload bytes relayed, by listener and direction "
                                          "(client_to_upstream, upstream_to_client).",
                                          {"listener", "direction"})),
-      config_reloads(registry.add_counter("atlsd_config_reloads_total",
-                                          "Configuration reloads, by result (ok, invalid).",
-                                          {"result"})),
+      config_reloads(registry.add_counter(
+          "atlsd_config_reloads_total",
+          "Configuration reloads, by result (ok, invalid, abandoned: SIGTERM came "
+          "while it committed).",
+          {"result"})),
       ready(registry.add_gauge(
           "atlsd_ready", "1 when every readiness check passes (/readyz answers 200), else 0.")) {
   build_info.with({ATLS_VERSION}).set(1);

@@ -114,6 +114,17 @@ error_code adopt_socket(acceptor_type& acceptor, int fd) {
   return ec;
 }
 
+// A listener that was bound but will never accept: its socket closes, and a unix socket file it
+// created goes with it.
+void abandon(listener_state& listener) {
+  error_code ignored;
+  listener.acceptor.close(ignored);
+  if (const auto* u = std::get_if<net::unix_endpoint>(&listener.listen)) {
+    std::error_code fs_ignored;
+    std::filesystem::remove(u->path, fs_ignored);
+  }
+}
+
 // The listener among `bound` that listens on exactly the address `acceptor` does, if any.
 const listener_state* same_address(const std::vector<std::shared_ptr<listener_state>>& bound,
                                    const acceptor_type& acceptor) {
@@ -160,6 +171,9 @@ struct server::state {
   std::vector<std::shared_ptr<listener_state>> retiring;
   // What systemd passed (name -> fd), kept so that a reload can adopt a socket again.
   std::map<std::string, int> activated;
+  // Set by drain (on `executor`): from then on a reload changes nothing. A reload that was
+  // already under way when drain began checks it again before it commits its new listeners.
+  bool draining = false;
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<std::size_t> open{0};
 
@@ -416,6 +430,9 @@ asio::awaitable<detailed_result<reload_report>> server::reconfigure(
   auto self = state_;
   auto apply = [self, next = std::move(next),
                 drain_timeout]() mutable -> asio::awaitable<detailed_result<reload_report>> {
+    if (self->draining) {
+      co_return failure{asio::error::operation_aborted, "atlsd is draining"};
+    }
     reload_report report;
     std::vector<std::pair<std::shared_ptr<listener_state>, listener_options>> kept;
     std::vector<std::shared_ptr<listener_state>> added;
@@ -439,8 +456,7 @@ asio::awaitable<detailed_result<reload_report>> server::reconfigure(
       auto bound = bind_one(self->io, *listener, others, self->activated, adopted);
       if (!bound) {
         for (const auto& a : added) {
-          error_code ignored;
-          a->acceptor.close(ignored);
+          abandon(*a);
         }
         co_return bound.error();
       }
@@ -494,6 +510,17 @@ asio::awaitable<detailed_result<reload_report>> server::reconfigure(
                        }
                      });
     }
+    // Back on the server's strand, with no suspension from here to the assignment: a drain that
+    // began while the commit above awaited took its list of listeners without the new ones, so
+    // they never start. The kept and removed ones are drain's already, and its list stays as it
+    // took it (drain clears it at the end, which may already have happened).
+    if (self->draining) {
+      for (const auto& listener : added) {
+        abandon(*listener);
+      }
+      co_return failure{asio::error::operation_aborted,
+                        "atlsd began draining during the reload; no listener was added"};
+    }
     for (const auto& listener : added) {
       report.added.push_back(listener->name);
       listeners.push_back(listener);
@@ -543,6 +570,7 @@ asio::awaitable<void> server::drain(std::chrono::milliseconds timeout) {
   auto self = state_;
   // The list as the server's strand sees it: a reload may have changed it.
   auto snapshot = [self]() -> asio::awaitable<std::vector<std::shared_ptr<listener_state>>> {
+    self->draining = true;
     co_return self->listeners;
   };
   auto taking = asio::co_spawn(self->executor, std::move(snapshot), asio::use_awaitable);
