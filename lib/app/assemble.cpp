@@ -235,6 +235,7 @@ std::shared_ptr<const attested::settings> make_attestation(
                                  ? tls::binder_key_encoding::raw_public_key
                                  : tls::binder_key_encoding::spki_der;
   out->reattest_every = config.reattest_every;
+  out->reattest_on_reload = config.reattest_on_reload;
   if (config.self) {
     auto attester = attest::tpm_attester::open(tpm.device(), config.self->pcrs);
     if (!attester) {

@@ -185,7 +185,7 @@ tls::authenticator_request_kind request_kind(SSL* ssl) {
 
 attested_stream::attested_stream(tls::stream& tls, const settings& settings, negotiated_roles roles)
     : tls_(tls),
-      settings_(settings),
+      settings_(&settings),
       roles_(roles),
       read_buffer_(tls::max_data_frame_size + tls::frame_header_size),
       written_(tls.socket().get_executor()) {}
@@ -234,7 +234,7 @@ asio::awaitable<error_code> attested_stream::send_request() {
   }
   auto request =
       tls::make_request(request_kind(ssl), *context,
-                        {.request_attestation = true, .code_points = settings_.code_points});
+                        {.request_attestation = true, .code_points = settings_->code_points});
   if (!request) {
     co_return fail(request.error(), "cannot encode the authenticator request");
   }
@@ -316,7 +316,7 @@ asio::awaitable<error_code> attested_stream::answer_request(const bytes& request
   if (!decoded) {
     co_return fail(decoded.error(), "the authenticator request does not parse");
   }
-  const auto& attester = *settings_.self->attester;
+  const auto& attester = *settings_->self->attester;
   // What we attest with comes first: a request is answered once, so the context is spent only
   // when there is something to answer with.
   std::string why;
@@ -333,7 +333,7 @@ asio::awaitable<error_code> attested_stream::answer_request(const bytes& request
     chain.push_back(sk_X509_value(extra, i));
   }
   auto prepared = tls::prepare_authenticator(ssl, request, chain, *cmw, session_,
-                                             {.code_points = settings_.code_points});
+                                             {.code_points = settings_->code_points});
   if (!prepared) {
     co_return co_await decline(request, prepared.error(), "preparing the authenticator");
   }
@@ -344,7 +344,7 @@ asio::awaitable<error_code> attested_stream::answer_request(const bytes& request
   }
   const auto& to_sign = *prepared;
   auto sign = [&to_sign](EVP_PKEY* key) { return tls::sign_prepared(to_sign, key); };
-  auto signing = settings_.self->attester->with_tls_key(sign);
+  auto signing = settings_->self->attester->with_tls_key(sign);
   auto signature = co_await std::move(signing);
   if (!signature) {
     co_return co_await decline(request, signature.error(), "signing the authenticator");
@@ -369,7 +369,7 @@ asio::awaitable<error_code> attested_stream::decline(const bytes& request, error
 }
 
 asio::awaitable<result<bytes>> attested_stream::our_cmw(const bytes& context, std::string& why) {
-  const auto& self = *settings_.self;
+  const auto& self = *settings_->self;
   if (self.model == model::passport) {
     auto ear = self.passport ? self.passport->current() : std::nullopt;
     if (!ear) {
@@ -380,7 +380,7 @@ asio::awaitable<result<bytes>> attested_stream::our_cmw(const bytes& context, st
     co_return wrap_passport(*ear);
   }
   auto binder = tls::attestation_binder(tls_.native_handle(), context,
-                                        self.attester->tls_public_key(), settings_.binder);
+                                        self.attester->tls_public_key(), settings_->binder);
   if (!binder) {
     why = "cannot derive the attestation binder";
     co_return binder.error();
@@ -416,6 +416,9 @@ asio::awaitable<error_code> attested_stream::judge_authenticator(const bytes& au
   }
   peer_result_ = std::move(*decision);
   ++peer_accepted_;
+  if (peer_accepted_ > 1 && on_peer_reattested_) {
+    on_peer_reattested_();
+  }
   co_return error_code{};
 }
 
@@ -423,7 +426,7 @@ asio::awaitable<result<verify::attestation_result>> attested_stream::decide(
     const bytes& request, const bytes& context, const bytes& authenticator, std::string& detail) {
   SSL* ssl = tls_.native_handle();
   auto verified = tls::verify_authenticator(ssl, request, authenticator, session_,
-                                            {.code_points = settings_.code_points});
+                                            {.code_points = settings_->code_points});
   if (!verified) {
     detail = verified.error() == tls::errc::no_evidence
                  ? "the peer declined to attest (an empty authenticator)"
@@ -442,13 +445,13 @@ asio::awaitable<result<verify::attestation_result>> attested_stream::decide(
       co_return make_error_code(verify::verify_errc::attested_key_mismatch);
     }
   }
-  auto binder = tls::attestation_binder(ssl, context, verified->leaf_spki_der, settings_.binder);
+  auto binder = tls::attestation_binder(ssl, context, verified->leaf_spki_der, settings_->binder);
   if (!binder) {
     detail = "cannot derive the attestation binder";
     co_return binder.error();
   }
   auto appraising =
-      appraise_peer(*settings_.peer, *verified->cmw, std::move(*binder), verified->leaf_spki_der);
+      appraise_peer(*settings_->peer, *verified->cmw, std::move(*binder), verified->leaf_spki_der);
   auto appraised = co_await std::move(appraising);
   // The appraisal's error says all there is to say ("status is below the policy's minimum");
   // a detail would only repeat it.

@@ -240,8 +240,8 @@ constexpr std::string_view modes[] = {"inbound", "outbound"};
 constexpr std::string_view proxy_protocol_versions[] = {"none", "v2"};
 static_assert(static_cast<std::size_t>(proxy_protocol_version::v2) + 1 ==
               std::size(proxy_protocol_versions));
-constexpr std::string_view attestation_keys[] = {"mode",   "model", "reattest_every",
-                                                 "binder", "self",  "peer"};
+constexpr std::string_view attestation_keys[] = {
+    "mode", "model", "reattest_every", "reattest_on_reload", "binder", "self", "peer"};
 constexpr std::string_view binder_keys[] = {"label", "key_encoding"};
 constexpr std::string_view self_keys[] = {"pcrs", "veraison", "refresh_every"};
 constexpr std::string_view peer_keys[] = {"required",      "verifier", "local", "veraison",
@@ -1105,6 +1105,21 @@ class checker : public detail::checker_base {
     if (peer != nullptr) {
       const bool needs_pin = tls && tls->mode == listener_mode::inbound && !tls->client_auth;
       out.peer = check_peer(peer->value, model, needs_pin);
+    }
+    if (const auto* e = m->find("reattest_on_reload")) {
+      out.reattest_on_reload = get_bool(e->value).value_or(false);
+      // Only a relying party has a policy to apply to its open connections, and only a
+      // post-handshake exchange can be repeated on one.
+      if (out.reattest_on_reload && peer == nullptr) {
+        error(e->key_mark, e->value.path,
+              "reattest_on_reload needs 'peer': it re-checks the peers of open connections "
+              "under a reloaded policy, and this listener does not appraise its peers");
+      } else if (out.reattest_on_reload && mode_known &&
+                 out.mode == attestation_mode::intra_handshake) {
+        error(e->key_mark, e->value.path,
+              "reattest_on_reload needs mode post-handshake: intra-handshake attestation happens "
+              "once, inside the handshake (accept.max_age bounds those connections instead)");
+      }
     }
     return out;
   }

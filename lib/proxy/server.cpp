@@ -193,9 +193,7 @@ struct server::state {
                      const std::shared_ptr<listener_state>& listener,
                      std::shared_ptr<const listener_options> options,
                      asio::generic::stream_protocol::socket socket) {
-    auto control = std::make_shared<session_control>();
-    control->id = next_id++;
-    control->executor = socket.get_executor();
+    auto control = std::make_shared<session_control>(next_id++, socket.get_executor());
     {
       const std::lock_guard lock(listener->mutex);
       listener->sessions.emplace(control->id, control);
@@ -262,6 +260,18 @@ struct server::state {
       asio::post(control->executor, [control = control] {
         control->aborting = true;
         control->cancel.emit(asio::cancellation_type::terminal);
+      });
+    }
+  }
+
+  // reattest_on_reload: each open session is told to re-check its peer under `settings`.
+  static void hand_policy_to_sessions(listener_state& listener,
+                                      const std::shared_ptr<const listener_options>& settings) {
+    const std::lock_guard lock(listener.mutex);
+    for (const auto& [id, control] : listener.sessions) {
+      asio::post(control->executor, [control = control, settings] {
+        control->policy = settings;
+        control->policy_changed.notify_all();
       });
     }
   }
@@ -477,6 +487,9 @@ asio::awaitable<detailed_result<reload_report>> server::reconfigure(
       auto swap = [listener = listener, settings]() -> asio::awaitable<void> {
         listener->current = settings;
         listener->slot_freed.notify_all();  // max_connections may have grown
+        if (settings->attestation && settings->attestation->reattest_on_reload) {
+          state::hand_policy_to_sessions(*listener, settings);
+        }
         co_return;
       };
       auto swapped = asio::co_spawn(listener->executor, std::move(swap), asio::use_awaitable);

@@ -356,10 +356,11 @@ class session {
   template <class Client, class Upstream>
   asio::awaitable<void> relay_bounded(Client& client, Upstream& upstream) {
     if (!result_deadline_) {
-      co_await relay(client, upstream);
+      co_await (relay(client, upstream) || follow_reloads(nullptr));
       co_return;
     }
-    co_await (relay(client, upstream) || close_when_result_expires(*result_deadline_));
+    co_await (relay(client, upstream) || close_when_result_expires(*result_deadline_) ||
+              follow_reloads(nullptr));
   }
 
   [[nodiscard]] bool is_post_handshake() const {
@@ -501,52 +502,100 @@ class session {
     const auto why = attested::reason_of(ec);
     if (outcome_.empty()) {  // the first failure decides; what follows is its consequence
       audit(side_of_failure(ec), why, describe(ec, detail), nullptr);
+      if (relaying_) {  // a live connection that attestation now closes
+        metrics::process()
+            .reattestation_closes.with({options_.name, attested::to_string(why)})
+            .inc();
+      }
     }
     record(why == attested::reason::internal ? "error" : "rejected",
            "attestation " + std::string(attested::to_string(why)) + ": " + describe(ec, detail));
   }
 
-  // The relay on a framed stream, with the relying party asking again on its period.
+  // The relay on a framed stream. As the relying party, it asks the peer again on its period and
+  // when a reload asks for it; a refused answer fails the reader, which ends the relay.
   template <class Workload>
   asio::awaitable<void> relay_attested(attested::attested_stream& network, Workload& workload,
                                        bool network_first) {
-    const auto period = options_.attestation->reattest_every;
-    if (period.count() == 0 || network.peer_attestations() == 0) {
-      if (network_first) {
-        co_await relay(network, workload);
-      } else {
-        co_await relay(workload, network);
-      }
+    network.on_peer_reattested([this, &network] {
+      audit(attested::attester_side::peer, attested::reason::accepted, {},
+            network.peer_result() ? &*network.peer_result() : nullptr);
+    });
+    auto relaying = network_first ? relay(network, workload) : relay(workload, network);
+    if (network.peer_attestations() == 0) {
+      co_await (std::move(relaying) || follow_reloads(&network));
       co_return;
     }
-    if (network_first) {
-      co_await (relay(network, workload) || reattest_periodically(network, period));
-    } else {
-      co_await (relay(workload, network) || reattest_periodically(network, period));
-    }
+    co_await (std::move(relaying) ||
+              reattest_periodically(network, options_.attestation->reattest_every) ||
+              follow_reloads(&network));
   }
 
+  // Completes only when a request cannot be sent (the outcome is recorded); with no period, it
+  // waits for the relay to end.
   asio::awaitable<void> reattest_periodically(attested::attested_stream& network,
                                               std::chrono::milliseconds period) {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     for (;;) {
-      timer.expires_after(period);
+      if (period.count() == 0) {
+        timer.expires_at(asio::steady_timer::time_point::max());
+      } else {
+        timer.expires_after(period);
+      }
       auto [ec] = co_await timer.async_wait(use_tuple);
       if (ec) {
         co_return;  // the relay ended
       }
       ++audit_round_;
       if (auto failed = co_await network.reattest()) {
-        metrics::process()
-            .reattestation_closes
-            .with({options_.name, attested::to_string(attested::reason_of(failed))})
-            .inc();
         record_attestation_failure(failed, network.error_detail());
         co_return;
       }
-      const auto& renewed = network.peer_result();
-      audit(attested::attester_side::peer, attested::reason::accepted, {},
-            renewed ? &*renewed : nullptr);
+    }
+  }
+
+  // A reload with reattest_on_reload hands the session its new settings (session_control). A
+  // peer that attested after the handshake is asked again, and its answer judged by the new
+  // rules on this connection's binder; a connection that cannot attest again in place (set up
+  // without the peer attesting) closes if the new rules require it to. Completes only when the
+  // connection must close (the outcome is recorded), or when the relay ends.
+  asio::awaitable<void> follow_reloads(attested::attested_stream* network) {
+    for (;;) {
+      while (control_->policy == nullptr || control_->policy == checked_policy_) {
+        if (!co_await control_->policy_changed.wait()) {
+          co_return;  // the relay ended
+        }
+      }
+      checked_policy_ = control_->policy;
+      const auto* rules = checked_policy_->attestation.get();
+      if (rules == nullptr || !rules->peer) {
+        continue;
+      }
+      if (network == nullptr || network->peer_attestations() == 0) {
+        if (!rules->peer->required) {
+          continue;
+        }
+        record_attestation_failure(
+            make_error_code(tls::errc::attestation_required),
+            "the reloaded policy requires the peer to attest, and this connection was set up "
+            "without its attestation; the peer must connect again");
+        co_return;
+      }
+      // The channel's own parameters (mode, binder, code points, our side) stay as negotiated.
+      auto merged = std::make_shared<attested::settings>(*options_.attestation);
+      merged->peer = rules->peer;
+      judged_by_.push_back(merged);  // an answer being judged may still use the previous ones
+      network->judge_by(*merged);
+      spdlog::debug("listener={} id={} re-checking the peer under the reloaded policy",
+                    options_.name, control_->id);
+      if (network->awaiting_answer()) {
+        continue;  // the answer on its way is judged by the new rules
+      }
+      ++audit_round_;
+      if (auto failed = co_await network->reattest()) {
+        record_attestation_failure(failed, network->error_detail());
+        co_return;
+      }
     }
   }
 
@@ -754,7 +803,11 @@ class session {
   std::string tls_summary_;
   std::string attestation_summary_;
   std::optional<std::chrono::steady_clock::time_point> result_deadline_;  // see deadline_of
-  unsigned audit_round_ = 0;          // 0 at set-up, then one more per re-attestation
+  unsigned audit_round_ = 0;  // 0 at set-up, then one more per re-attestation
+  // The last reloaded settings this connection was checked under, and every relying-party
+  // setting its stream has been told to judge by since (see follow_reloads).
+  std::shared_ptr<const listener_options> checked_policy_;
+  std::vector<std::shared_ptr<const attested::settings>> judged_by_;
   pp2::attestation_info peer_proof_;  // unattested until the peer's result is accepted
 
   const clock::time_point started_ = clock::now();

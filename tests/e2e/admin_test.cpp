@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 
+#include "e2e/admin_client.hpp"
 #include "e2e/attestation_configs.hpp"
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
@@ -20,31 +21,6 @@ namespace atls::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-// GET http://127.0.0.1:port/path: the HTTP status, then the body.
-std::pair<int, std::string> admin_get(std::uint16_t port, const std::string& path) {
-  const auto r = run({"curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}",
-                      "http://127.0.0.1:" + std::to_string(port) + path},
-                     10s);
-  const auto split = r.out.rfind('\n');
-  if (r.exit_code != 0 || split == std::string::npos) {
-    return {0, r.err};
-  }
-  return {std::stoi(r.out.substr(split + 1)), r.out.substr(0, split)};
-}
-
-std::string admin_block(std::uint16_t port, const std::string& more = "") {
-  return "admin:\n  listen: " + local(port) + "\n" + more;
-}
-
-prometheus_text scrape(std::uint16_t port) {
-  const auto [status, body] = admin_get(port, "/metrics");
-  REQUIRE(status == 200);
-  auto checked = check_prometheus_text(body);
-  INFO(body);
-  REQUIRE_MESSAGE(checked, checked.error);
-  return std::move(checked.text);
-}
 
 // Polls /readyz until its status is `status`, for up to 15 s; returns the last body.
 std::string readyz_becomes(std::uint16_t port, int status) {

@@ -1,34 +1,75 @@
-// Re-attestation of open connections (reattest_every): a peer that stops satisfying the policy
-// while a connection is open loses that connection, and says why in the audit line.
+// Re-attestation of open connections (reattest_every, reattest_on_reload): a peer that stops
+// satisfying the policy while a connection is open loses that connection, and says why in the
+// audit line and the metric.
 #include <chrono>
+#include <string>
 
 #include <doctest/doctest.h>
 
+#include "e2e/admin_client.hpp"
 #include "e2e/attestation_configs.hpp"
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
 #include "support/daemon.hpp"
 #include "support/loopback.hpp"
+#include <signal.h>
+
 namespace atls::test {
 namespace {
 
 using namespace std::chrono_literals;
 
+// An attesting inbound sidecar (the TIK in swtpm) and an echo origin behind it; each test starts
+// the relying outbound side with the attestation lines it needs.
+struct attesting_server {
+  explicit attesting_server(const temp_dir& d)
+      : dir(d),
+        p(make_pki(dir)),
+        tik(dir, p, "DNS:server.test", "serverAuth"),
+        upstream(echo_responder()),
+        in_port(free_port()),
+        in(dir, "in", tik.config() + header() + attesting_inbound(in_port, upstream.port(), tik)),
+        ak(write_ak(dir, tik, "server-ak.pem")) {}
+
+  // The outbound listener "out" on `port`, judging the server by `attestation` (indent 6);
+  // `top` goes at the top level (an admin block).
+  [[nodiscard]] std::string relying_config(std::uint16_t port, const std::string& attestation,
+                                           const std::string& top = "") const {
+    return header(top) + relying_outbound("out", port, in_port, p, attestation);
+  }
+
+  // The local verifier's rules for this server, expecting `pcr_value` in PCRs 0-7.
+  [[nodiscard]] std::string rules(const std::string& pcr_value = zero_pcr) const {
+    return peer_block({.trusted_ak = trusted_pem(ak), .pcr_value = pcr_value});
+  }
+
+  const temp_dir& dir;
+  pki p;
+  tpm_identity tik;
+  loopback_server upstream;
+  std::uint16_t in_port;
+  atlsd in;
+  std::filesystem::path ak;
+};
+
+// Reference values that the server's PCRs (all zero in a fresh swtpm) do not match.
+const std::string other_pcr(64, '1');
+
+// What atlsd_reattestation_closes_total says for listener "out" and `reason`.
+double reattestation_closes(std::uint16_t admin_port, const std::string& reason) {
+  return scrape(admin_port)
+      .value_of("atlsd_reattestation_closes_total", {{"listener", "out"}, {"reason", reason}})
+      .value_or(0);
+}
+
 TEST_CASE("re-attestation closes an open connection once the peer's PCRs change") {
   const temp_dir dir;
-  const auto p = make_pki(dir);
-  tpm_identity server_tik(dir, p, "DNS:server.test", "serverAuth");
-  loopback_server upstream(echo_responder());
-  const auto in_port = free_port();
+  attesting_server server(dir);
   const auto out_port = free_port();
-  atlsd in(
-      dir, "in",
-      server_tik.config() + header() + attesting_inbound(in_port, upstream.port(), server_tik));
-  const auto ak = write_ak(dir, server_tik, "server-ak.pem");
+  const auto admin_port = free_port();
   atlsd out(dir, "out",
-            header() + relying_outbound("out", out_port, in_port, p,
-                                        "      reattest_every: 1s\n" +
-                                            peer_block({.trusted_ak = trusted_pem(ak)})));
+            server.relying_config(out_port, "      reattest_every: 1s\n" + server.rules(),
+                                  admin_block(admin_port)));
 
   const auto client = connect_loopback(out_port, 15s);
   REQUIRE(client);
@@ -37,7 +78,7 @@ TEST_CASE("re-attestation closes an open connection once the peer's PCRs change"
   REQUIRE(out.wait_for_log("round=1 verifier=\"local\" outcome=accepted"));
   REQUIRE(echoed(client.get(), "still attested"));
 
-  const auto extended = atlsctl({"tpm", "extend", "--tcti", server_tik.simulator.tcti(), "--pcr",
+  const auto extended = atlsctl({"tpm", "extend", "--tcti", server.tik.simulator.tcti(), "--pcr",
                                  "7", "--data", std::string(64, 'a')});
   INFO(extended.err);
   REQUIRE(extended.exit_code == 0);
@@ -46,7 +87,75 @@ TEST_CASE("re-attestation closes an open connection once the peer's PCRs change"
   CHECK(closed_by_peer(client.get()));
   CHECK(out.wait_for_log("outcome=status_below_policy"));
   CHECK(out.wait_for_log("connection closed listener=out "));
-  CHECK(upstream.accepted() == 1);
+  CHECK(reattestation_closes(admin_port, "status_below_policy") == 1);
+  CHECK(server.upstream.accepted() == 1);
+}
+
+TEST_CASE("with reattest_on_reload, a reload whose policy the peer fails closes its connection") {
+  const temp_dir dir;
+  attesting_server server(dir);
+  const auto out_port = free_port();
+  const auto admin_port = free_port();
+  const auto policy = [&](const std::string& pcr_value) {
+    return server.relying_config(out_port,
+                                 "      reattest_on_reload: true\n" + server.rules(pcr_value),
+                                 admin_block(admin_port));
+  };
+  atlsd out(dir, "out", policy(zero_pcr));
+  const auto client = connect_loopback(out_port, 15s);
+  REQUIRE(client);
+  REQUIRE(echoed(client.get(), "attested under the first policy"));
+
+  // The new policy expects other PCR values: the open connection's peer is asked again, on
+  // this connection, and refused.
+  dir.write("out.yaml", policy(other_pcr));
+  out.signal(SIGHUP);
+  REQUIRE(out.wait_for_log("reloaded: added=- removed=- kept=out"));
+  CHECK(closed_by_peer(client.get()));
+  CHECK(out.wait_for_log("round=1 verifier=\"local\" outcome=status_below_policy"));
+  CHECK(out.wait_for_log("connection closed listener=out "));
+  CHECK(reattestation_closes(admin_port, "status_below_policy") == 1);
+  CHECK(server.upstream.accepted() == 1);
+}
+
+TEST_CASE("with reattest_on_reload, a peer that passes the reloaded policy keeps its connection") {
+  const temp_dir dir;
+  attesting_server server(dir);
+  const auto out_port = free_port();
+  const auto config =
+      server.relying_config(out_port, "      reattest_on_reload: true\n" + server.rules());
+  atlsd out(dir, "out", config);
+  const auto client = connect_loopback(out_port, 15s);
+  REQUIRE(client);
+  REQUIRE(echoed(client.get(), "before the reload"));
+
+  dir.write("out.yaml", config + "# saved again\n");
+  out.signal(SIGHUP);
+  REQUIRE(out.wait_for_log("reloaded: added=- removed=- kept=out"));
+  // A fresh round, judged by the reloaded rules, passes and the relay goes on.
+  REQUIRE(out.wait_for_log("round=1 verifier=\"local\" outcome=accepted"));
+  CHECK(echoed(client.get(), "after the reload"));
+}
+
+TEST_CASE("without reattest_on_reload, open connections keep the policy they started with") {
+  const temp_dir dir;
+  attesting_server server(dir);
+  const auto out_port = free_port();
+  atlsd out(dir, "out", server.relying_config(out_port, server.rules()));
+  const auto client = connect_loopback(out_port, 15s);
+  REQUIRE(client);
+  REQUIRE(echoed(client.get(), "before the reload"));
+
+  dir.write("out.yaml", server.relying_config(out_port, server.rules(other_pcr)));
+  out.signal(SIGHUP);
+  REQUIRE(out.wait_for_log("reloaded: added=- removed=- kept=out"));
+  CHECK(echoed(client.get(), "still open under the first policy"));
+  // A new connection meets the new policy, and fails it.
+  const auto refused = connect_loopback(out_port, 15s);
+  REQUIRE(refused);
+  CHECK(closed_by_peer(refused.get()));
+  CHECK(out.wait_for_log("outcome=status_below_policy"));
+  CHECK(echoed(client.get(), "and still"));
 }
 
 TEST_CASE("a connection attested inside the handshake closes when its result reaches max_age") {

@@ -19,12 +19,20 @@
 
 namespace atls::proxy::detail {
 
-// The handle through which drain aborts one session. The signal is emitted on `executor` only.
+// The handle through which drain aborts one session, and a reload hands it a new policy. The
+// signal is emitted, and the rest touched, on `executor` only.
 struct session_control {
-  std::uint64_t id = 0;
-  boost::asio::any_io_executor executor;  // the session's strand
+  session_control(std::uint64_t session_id, const boost::asio::any_io_executor& strand)
+      : id(session_id), executor(strand), policy_changed(strand) {}
+
+  const std::uint64_t id;
+  const boost::asio::any_io_executor executor;  // the session's strand
   boost::asio::cancellation_signal cancel;
-  bool aborting = false;  // set on `executor` just before `cancel` is emitted
+  bool aborting = false;  // set just before `cancel` is emitted
+  // Set by a reload whose settings ask for it (attested::settings::reattest_on_reload): the
+  // settings the open connection must now satisfy. policy_changed wakes the session.
+  std::shared_ptr<const listener_options> policy;
+  net::async_event policy_changed;
 };
 
 struct listener_state {

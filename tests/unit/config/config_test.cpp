@@ -1388,6 +1388,40 @@ TEST_CASE("an attestation block needs self, peer or both") {
   CHECK(contains(d.message, "'peer'"));
 }
 
+TEST_CASE("reattest_on_reload is off unless set, and needs a post-handshake relying party") {
+  const std::string peer = R"(      peer:
+        local:
+          trusted_aks: [{spki_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}]
+          reference_values: {pcr_digest: {pcrs: [0], digest: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}}
+        pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
+)";
+  SUBCASE("off by default") {
+    const auto r = load_inbound_attested(peer);
+    CHECK_FALSE(valid(r).listeners.at(0).attestation.value().reattest_on_reload);
+  }
+  SUBCASE("set") {
+    const auto r = load_inbound_attested("      reattest_on_reload: true\n" + peer);
+    CHECK(valid(r).listeners.at(0).attestation.value().reattest_on_reload);
+  }
+  SUBCASE("an attester alone has no policy to re-check") {
+    const auto d =
+        only_error(load_inbound_attested("      reattest_on_reload: true\n      self: {}\n"));
+    CHECK(d.key == "listeners[0].attestation.reattest_on_reload");
+    CHECK(contains(d.message, "reattest_on_reload needs 'peer'"));
+  }
+  SUBCASE("intra-handshake attestation cannot be repeated on an open connection") {
+    const auto d = only_error(load_inbound_attested(
+        "      mode: intra-handshake\n      reattest_on_reload: true\n" + peer));
+    CHECK(d.key == "listeners[0].attestation.reattest_on_reload");
+    CHECK(contains(d.message, "needs mode post-handshake"));
+  }
+  SUBCASE("not a boolean") {
+    const auto d =
+        only_error(load_inbound_attested("      reattest_on_reload: sometimes\n" + peer));
+    CHECK(d.key == "listeners[0].attestation.reattest_on_reload");
+  }
+}
+
 TEST_CASE("a listener that attests needs the TPM's TLS identity key") {
   SUBCASE("inbound with a key file") {
     const auto d = only_error(load(R"(

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +109,18 @@ class attested_stream {
   // Whether a request we sent is still unanswered.
   [[nodiscard]] bool awaiting_answer() const { return pending_request_.has_value(); }
 
+  // From now on the peer's answers, including one already on its way, are judged by `next.peer`
+  // (a reloaded policy). `next` must keep this stream's mode, binder and code points, which
+  // belong to the channel; it is borrowed, and must outlive the stream (earlier settings too: an
+  // answer being judged when this is called finishes under them).
+  void judge_by(const settings& next) { settings_ = &next; }
+
+  // Called on the reader's executor each time the peer's answer to a re-attestation request is
+  // accepted (the first exchange is establish()'s), after peer_result() has been updated.
+  void on_peer_reattested(std::function<void()> callback) {
+    on_peer_reattested_ = std::move(callback);
+  }
+
   boost::asio::awaitable<std::tuple<error_code, std::size_t>> read_some(
       boost::asio::mutable_buffer buffer);
   boost::asio::awaitable<error_code> write(boost::asio::const_buffer buffer);
@@ -149,7 +162,7 @@ class attested_stream {
   error_code fail(error_code ec, std::string detail);
 
   tls::stream& tls_;
-  const settings& settings_;
+  const settings* settings_;
   negotiated_roles roles_;
   tls::authenticator_session session_;
   tls::frame_reader reader_;
@@ -165,6 +178,7 @@ class attested_stream {
   std::optional<verify::attestation_result> peer_result_;
   std::size_t peer_accepted_ = 0;
   std::size_t own_accepted_ = 0;
+  std::function<void()> on_peer_reattested_;
   std::string detail_;
 };
 

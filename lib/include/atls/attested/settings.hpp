@@ -65,6 +65,12 @@ struct settings {
   tls::attestation_code_points code_points;
   // Zero: once per connection. Otherwise the relying party asks again this often (post-handshake).
   std::chrono::milliseconds reattest_every{0};
+  // Set on the settings a reload brings: every open connection of the listener must satisfy
+  // them (`peer`) or close. A post-handshake connection whose peer attested runs a fresh exchange
+  // judged by the new rules, on the binder and code points it was set up with (those belong to
+  // the channel). One set up without the peer attesting closes when the new rules require it
+  // to. Post-handshake only (the config refuses it with intra-handshake).
+  bool reattest_on_reload = false;
 };
 
 }  // namespace atls::attested

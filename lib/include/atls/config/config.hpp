@@ -162,6 +162,9 @@ struct attestation {
   binder_key_encoding binder_key = binder_key_encoding::spki_der;
   // Zero: attest once per connection. Otherwise the relying party asks again this often.
   std::chrono::milliseconds reattest_every{0};
+  // At a reload that keeps the listener, its open connections are re-checked under the new
+  // policy (attested/settings.hpp, reattest_on_reload).
+  bool reattest_on_reload = false;
 };
 
 struct listener {
