@@ -666,7 +666,16 @@ class session {
     for (;;) {
       auto [ec, n] = co_await from.read_some(asio::buffer(buffer));
       if (ec == asio::error::eof) {
+        (from_name == "client" ? client_ended_ : upstream_ended_) = true;
         if (auto shut = co_await to.shutdown_send()) {
+          // A side that ended its own sending and has since gone away entirely (closed, reset)
+          // finished the exchange: its half-close has nobody left to reach.
+          const bool to_ended = to_name == "client" ? client_ended_ : upstream_ended_;
+          if (to_ended && gone(shut)) {
+            spdlog::debug("listener={} id={} {} already gone at half-close: {}", options_.name,
+                          control_->id, to_name, shut.message());
+            co_return;
+          }
           fail_relay(std::string(to_name) + " half-close", shut, to.error_detail());
         }
         co_return;
@@ -716,6 +725,11 @@ class session {
     }
     record(ec == tls::errc::peer_rejected ? "rejected" : "error",
            "tls handshake: " + describe(ec, detail));
+  }
+
+  static bool gone(const error_code& ec) {
+    return ec == asio::error::not_connected || ec == asio::error::broken_pipe ||
+           ec == asio::error::connection_reset;
   }
 
   // An error from a re-attestation on a live connection, rather than from the transport.
@@ -818,6 +832,8 @@ class session {
   clock::time_point last_activity_;
   std::function<void()> abort_legs_;
 
+  bool client_ended_ = false;    // the client's sending ended cleanly (EOF read from it)
+  bool upstream_ended_ = false;  // the same for the upstream
   std::uint64_t bytes_from_client_ = 0;
   std::uint64_t bytes_to_client_ = 0;
   std::string outcome_;

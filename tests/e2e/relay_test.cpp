@@ -51,6 +51,39 @@ TEST_CASE("curl reaches a local HTTP server through an outbound and an inbound s
   CHECK(pair.outbound_daemon.log().find("listener=out") != std::string::npos);
 }
 
+TEST_CASE(
+    "a client that reads its answer and goes away before the upstream closes is a clean close") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  // The origin answers, then keeps its end open a while before closing it.
+  loopback_server origin([](int fd) {
+    std::string request(64, '\0');
+    (void)::recv(fd, request.data(), request.size(), 0);
+    send_all(fd, "answer");
+    std::this_thread::sleep_for(500ms);
+  });
+  sidecar_pair pair(dir, p, local(origin.port()));
+
+  auto client = connect_loopback(pair.out_port);
+  REQUIRE(client);
+  REQUIRE(send_all(client.get(), "question"));
+  ::shutdown(client.get(), SHUT_WR);
+  std::string answer(6, '\0');
+  REQUIRE(::recv(client.get(), answer.data(), answer.size(), MSG_WAITALL) == 6);
+  CHECK(answer == "answer");
+  // Gone for good, with a reset, while the upstream still holds its end: the upstream's close
+  // later has nobody to pass its half-close to, which is the end of a finished exchange.
+  const linger abrupt{.l_onoff = 1, .l_linger = 0};
+  ::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &abrupt, sizeof abrupt);
+  client.reset();
+
+  REQUIRE(pair.outbound_daemon.wait_for_log("connection closed listener=out "));
+  const auto log = pair.outbound_daemon.log();
+  INFO(log);
+  CHECK(log.find("outcome=ok") != std::string::npos);
+  CHECK(log.find("outcome=error") == std::string::npos);
+}
+
 TEST_CASE("an inbound sidecar forwards to a unix socket upstream") {
   const temp_dir dir;
   const auto p = make_pki(dir);
