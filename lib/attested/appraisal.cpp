@@ -82,7 +82,8 @@ result<void> accept_result(const relying_party& rp, const verify::attestation_re
 }
 
 boost::asio::awaitable<result<verify::attestation_result>> appraise_peer(
-    const relying_party& rp, std::span<const std::uint8_t> cmw, bytes binder, bytes proven_key) {
+    const relying_party& rp, std::span<const std::uint8_t> cmw, bytes binder, bytes proven_key,
+    std::optional<verify::attestation_result>* refused) {
   auto record = tls::decode_cmw(cmw);
   if (!record) {
     co_return record.error();
@@ -101,6 +102,9 @@ boost::asio::awaitable<result<verify::attestation_result>> appraise_peer(
     co_return appraised.error();
   }
   if (auto accepted = accept_result(rp, *appraised, proven_key, verify::clock::now()); !accepted) {
+    if (refused != nullptr) {
+      *refused = std::move(*appraised);
+    }
     co_return accepted.error();
   }
   co_return appraised;

@@ -516,13 +516,15 @@ struct early_attestation::callbacks {
     }
     const relying_party* rp = &*e.settings_.peer;
     auto slot = std::make_shared<std::optional<result<verify::attestation_result>>>();
-    const bool waited =
-        run_while_paused(e.stream_.socket().get_executor(),
-                         [rp, slot, cmw = std::move(*cmw), binder = std::move(*binder),
-                          spki]() -> asio::awaitable<void> {
-                           auto appraised = co_await appraise_peer(*rp, cmw, binder, spki);
-                           slot->emplace(std::move(appraised));
-                         });
+    auto refused = std::make_shared<std::optional<verify::attestation_result>>();
+    const bool waited = run_while_paused(
+        e.stream_.socket().get_executor(),
+        [rp, slot, refused, cmw = std::move(*cmw), binder = std::move(*binder),
+         spki]() -> asio::awaitable<void> {
+          auto appraised = co_await appraise_peer(*rp, cmw, binder, spki, refused.get());
+          slot->emplace(std::move(appraised));
+        });
+    e.refused_result_ = std::move(*refused);
     if (!waited || !*slot) {
       return failed(tls::errc::handshake_failed, "cannot pause the handshake for appraisal");
     }

@@ -450,8 +450,8 @@ asio::awaitable<result<verify::attestation_result>> attested_stream::decide(
     detail = "cannot derive the attestation binder";
     co_return binder.error();
   }
-  auto appraising =
-      appraise_peer(*settings_->peer, *verified->cmw, std::move(*binder), verified->leaf_spki_der);
+  auto appraising = appraise_peer(*settings_->peer, *verified->cmw, std::move(*binder),
+                                  verified->leaf_spki_der, &refused_result_);
   auto appraised = co_await std::move(appraising);
   // The appraisal's error says all there is to say ("status is below the policy's minimum");
   // a detail would only repeat it.

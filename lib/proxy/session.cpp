@@ -224,6 +224,9 @@ class session {
     const auto handshake_started = clock::now();
     auto handshake_ec = co_await client.handshake();
     observe_handshake(clock::now() - handshake_started);
+    if (early) {
+      refused_result_ = &early->refused_result();
+    }
     if (early && !early_outcome(*early, handshake_ec)) {
       co_return;
     }
@@ -275,6 +278,9 @@ class session {
     const auto handshake_started = clock::now();
     auto handshake_ec = co_await remote.handshake();
     observe_handshake(clock::now() - handshake_started);
+    if (early) {
+      refused_result_ = &early->refused_result();
+    }
     if (early && !early_outcome(*early, handshake_ec)) {
       co_return;
     }
@@ -386,6 +392,7 @@ class session {
     }
     set_deadline(options_.timeouts.handshake, "attestation");
     out.emplace(tls, *options_.attestation, *roles);
+    refused_result_ = &out->refused_result();
     const auto started = clock::now();
     auto establishing = out->establish();
     const auto established = co_await std::move(establishing);
@@ -501,7 +508,13 @@ class session {
   void record_attestation_failure(const error_code& ec, const std::string& detail) {
     const auto why = attested::reason_of(ec);
     if (outcome_.empty()) {  // the first failure decides; what follows is its consequence
-      audit(side_of_failure(ec), why, describe(ec, detail), nullptr);
+      const auto side = side_of_failure(ec);
+      // What the verifier said, when our policy is what refused it.
+      const auto* refused = side == attested::attester_side::peer && refused_result_ != nullptr &&
+                                    refused_result_->has_value()
+                                ? &**refused_result_
+                                : nullptr;
+      audit(side, why, describe(ec, detail), refused);
       if (relaying_) {  // a live connection that attestation now closes
         metrics::process()
             .reattestation_closes.with({options_.name, attested::to_string(why)})
@@ -817,6 +830,9 @@ class session {
   std::string tls_summary_;
   std::string attestation_summary_;
   std::optional<std::chrono::steady_clock::time_point> result_deadline_;  // see deadline_of
+  // The attestation object's record of a result our policy refused; it lives in serve_*()'s frame,
+  // which outlasts every call of record_attestation_failure.
+  const std::optional<verify::attestation_result>* refused_result_ = nullptr;
   unsigned audit_round_ = 0;  // 0 at set-up, then one more per re-attestation
   // The last reloaded settings this connection was checked under, and every relying-party
   // setting its stream has been told to judge by since (see follow_reloads).

@@ -126,7 +126,7 @@ TEST_CASE("a client sidecar refuses a server whose PCRs differ from its referenc
   CHECK(out.wait_for_log("outcome=rejected reason=\"attestation status_below_policy"));
   CHECK(contains(out.log(),
                  " attester=peer round=0 verifier=\"local\" outcome=status_below_policy "
-                 "reason=\""));
+                 "status=warning trust=\"instance-identity=2 executables=33 hardware=2\" key="));
   CHECK(in.wait_for_log("attestation verifier_refused"));
   CHECK(in.wait_for_log("the peer refused our attestation: status_below_policy"));
   CHECK(origin.accepted() == 0);
@@ -150,7 +150,10 @@ TEST_CASE("a client sidecar refuses a server pinned to another attested key") {
   // The audit line names the rule that refused: the result passed `accept`, the key is not pinned.
   CHECK(contains(out.log(),
                  " attester=peer round=0 verifier=\"local\" outcome=not_pinned "
-                 "reason=\"the attested key is not among the policy's pinned keys\""));
+                 "status=affirming "));
+  CHECK(contains(out.log(), " key=sha256:" + tik.tik_pin() +
+                                " reason=\"the attested key is not among the policy's pinned "
+                                "keys\""));
   CHECK(origin.accepted() == 0);
 }
 

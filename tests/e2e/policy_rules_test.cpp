@@ -107,10 +107,14 @@ TEST_CASE(
   const auto refused = curl_http(unmet);
   CHECK(refused.out.empty());
   const auto line = audit_line(out, "tiers-unmet");
+  // The line shows what the verifier said, which the policy found short of its minimum.
   CHECK(contains(line,
                  " mode=post-handshake model=background-check attester=peer round=0 "
-                 "verifier=\"local\" outcome=status_below_policy reason=\"trustworthiness "
-                 "claim is below the policy's minimum tier, or absent"));
+                 "verifier=\"local\" outcome=status_below_policy status=warning "
+                 "trust=\"instance-identity=2 executables=33 hardware=2\""));
+  CHECK(contains(line, " key=sha256:" + server.tik.tik_pin() +
+                           " reason=\"trustworthiness claim is below the policy's minimum tier, "
+                           "or absent"));
   CHECK(contains(closed_line(out, "tiers-unmet"),
                  "outcome=rejected reason=\"attestation status_below_policy: trustworthiness "
                  "claim is below the policy's minimum tier"));
@@ -118,9 +122,9 @@ TEST_CASE(
   // A required submodule the result lacks falls under the same outcome word, told apart by its
   // reason.
   CHECK(curl_http(submodule).out.empty());
-  CHECK(contains(audit_line(out, "submodule-missing"),
-                 " outcome=status_below_policy reason=\"attestation result lacks a submodule the "
-                 "policy requires"));
+  const auto missing = audit_line(out, "submodule-missing");
+  CHECK(contains(missing, " outcome=status_below_policy status=affirming "));
+  CHECK(contains(missing, " reason=\"attestation result lacks a submodule the policy requires"));
 
   // The server learnt the verdict of each refusal; the origin saw only the accepted requests.
   CHECK(server.in->wait_for_log("the peer refused our attestation: status_below_policy"));
@@ -158,6 +162,8 @@ TEST_CASE(
   CHECK(refused.at("attester") == "peer");
   CHECK(refused.at("verifier") == "local");
   CHECK(refused.at("outcome") == "verifier_refused");
+  // The verifier refused: there is no result to show.
+  CHECK(refused.at("status").is_null());
   REQUIRE(refused.at("reason").is_string());
   CHECK(std::string_view(refused.at("reason").as_string())
             .starts_with("evidence is not signed by a trusted attestation key"));
@@ -195,9 +201,8 @@ TEST_CASE(
   CHECK(curl_http(strict).out.empty());
   const auto line = audit_line(out, "max-age-1s");
   CHECK(contains(line, " model=passport attester=peer round=0 "));
-  CHECK(contains(line,
-                 " outcome=ear_expired reason=\"attestation result is older than the "
-                 "policy's maximum age"));
+  CHECK(contains(line, " outcome=ear_expired status=affirming trust=\""));
+  CHECK(contains(line, " reason=\"attestation result is older than the policy's maximum age"));
   CHECK(server.in->wait_for_log("the peer refused our attestation: ear_expired"));
   CHECK(server.origin.accepted() == 1);
 }

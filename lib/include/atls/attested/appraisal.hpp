@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -33,9 +34,13 @@ using bytes = std::vector<std::uint8_t>;
 // pins keys, name a pinned one (errc::attester_not_pinned), checked in that order.
 //
 // Fails with tls::errc::malformed_cmw, verify_errc or attest::evidence_errc; reason_of() names
-// the failure. Completes on the awaiting coroutine's executor.
+// the failure. When the verifier (or the passport's signer) produced a result that these checks
+// then refused, it is stored in `*refused` if given, so that the audit line can show the status
+// and trust vector that fell short; `*refused` is left alone otherwise. Completes on the
+// awaiting coroutine's executor.
 [[nodiscard]] boost::asio::awaitable<result<verify::attestation_result>> appraise_peer(
-    const relying_party& rp, std::span<const std::uint8_t> cmw, bytes binder, bytes proven_key);
+    const relying_party& rp, std::span<const std::uint8_t> cmw, bytes binder, bytes proven_key,
+    std::optional<verify::attestation_result>* refused = nullptr);
 
 // The same checks for a result already obtained (what appraise_peer runs after the verifier):
 // the policy at `now`, the key match, the pins.

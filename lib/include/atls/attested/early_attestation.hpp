@@ -80,6 +80,11 @@ class early_attestation {
   [[nodiscard]] const std::optional<verify::attestation_result>& peer_result() const {
     return peer_result_;
   }
+  // The peer's result that the verifier gave and our policy refused (status, trust vector),
+  // for the audit line of that refusal.
+  [[nodiscard]] const std::optional<verify::attestation_result>& refused_result() const {
+    return refused_result_;
+  }
   // The schemes the server chose: for the server as attester (EncryptedExtensions) and for the
   // client as attester (CertificateRequest); nullopt when that direction is not attested.
   [[nodiscard]] const std::optional<tls::attestation_scheme>& server_scheme() const {
@@ -109,6 +114,7 @@ class early_attestation {
   bool peer_cmw_seen_ = false;
   bool attested_ = false;
   std::optional<verify::attestation_result> peer_result_;
+  std::optional<verify::attestation_result> refused_result_;  // see refused_result()
   tls::bytes sent_;                       // the extension_data OpenSSL is writing
   std::vector<std::uint8_t> app_secret_;  // server: SERVER_TRAFFIC_SECRET_0, for our alert
   error_code error_;

@@ -132,6 +132,11 @@ class attested_stream {
   [[nodiscard]] const std::optional<verify::attestation_result>& peer_result() const {
     return peer_result_;
   }
+  // The peer's last result that the verifier gave and our policy refused (status, trust vector),
+  // for the audit line of that refusal.
+  [[nodiscard]] const std::optional<verify::attestation_result>& refused_result() const {
+    return refused_result_;
+  }
   // How many exchanges were accepted in each direction.
   [[nodiscard]] std::size_t peer_attestations() const { return peer_accepted_; }
   [[nodiscard]] std::size_t own_attestations() const { return own_accepted_; }
@@ -176,6 +181,7 @@ class attested_stream {
   std::optional<bytes> pending_request_;   // our request, until its authenticator arrives
   std::optional<bytes> answered_context_;  // the context we answered, until its verdict
   std::optional<verify::attestation_result> peer_result_;
+  std::optional<verify::attestation_result> refused_result_;
   std::size_t peer_accepted_ = 0;
   std::size_t own_accepted_ = 0;
   std::function<void()> on_peer_reattested_;
