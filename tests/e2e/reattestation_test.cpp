@@ -55,6 +55,13 @@ struct attesting_server {
 // Reference values that the server's PCRs (all zero in a fresh swtpm) do not match.
 const std::string other_pcr(64, '1');
 
+// Saves `config` as out's file and reloads it; the listener "out" is kept.
+void reload(atlsd& out, const temp_dir& dir, const std::string& config) {
+  dir.write("out.yaml", config);
+  out.signal(SIGHUP);
+  REQUIRE(out.wait_for_log("reloaded: added=- removed=- kept=out"));
+}
+
 // What atlsd_reattestation_closes_total says for listener "out" and `reason`.
 double reattestation_closes(std::uint16_t admin_port, const std::string& reason) {
   return scrape(admin_port)
@@ -108,9 +115,7 @@ TEST_CASE("with reattest_on_reload, a reload whose policy the peer fails closes 
 
   // The new policy expects other PCR values: the open connection's peer is asked again, on
   // this connection, and refused.
-  dir.write("out.yaml", policy(other_pcr));
-  out.signal(SIGHUP);
-  REQUIRE(out.wait_for_log("reloaded: added=- removed=- kept=out"));
+  reload(out, dir, policy(other_pcr));
   CHECK(closed_by_peer(client.get()));
   CHECK(out.wait_for_log("round=1 verifier=\"local\" outcome=status_below_policy"));
   CHECK(out.wait_for_log("connection closed listener=out "));
@@ -129,9 +134,7 @@ TEST_CASE("with reattest_on_reload, a peer that passes the reloaded policy keeps
   REQUIRE(client);
   REQUIRE(echoed(client.get(), "before the reload"));
 
-  dir.write("out.yaml", config + "# saved again\n");
-  out.signal(SIGHUP);
-  REQUIRE(out.wait_for_log("reloaded: added=- removed=- kept=out"));
+  reload(out, dir, config + "# saved again\n");
   // A fresh round, judged by the reloaded rules, passes and the relay goes on.
   REQUIRE(out.wait_for_log("round=1 verifier=\"local\" outcome=accepted"));
   CHECK(echoed(client.get(), "after the reload"));
@@ -146,9 +149,7 @@ TEST_CASE("without reattest_on_reload, open connections keep the policy they sta
   REQUIRE(client);
   REQUIRE(echoed(client.get(), "before the reload"));
 
-  dir.write("out.yaml", server.relying_config(out_port, server.rules(other_pcr)));
-  out.signal(SIGHUP);
-  REQUIRE(out.wait_for_log("reloaded: added=- removed=- kept=out"));
+  reload(out, dir, server.relying_config(out_port, server.rules(other_pcr)));
   CHECK(echoed(client.get(), "still open under the first policy"));
   // A new connection meets the new policy, and fails it.
   const auto refused = connect_loopback(out_port, 15s);

@@ -70,8 +70,12 @@ std::string atlsd::log() const {
 bool atlsd::wait_for_log(std::string_view text, std::chrono::milliseconds timeout) const {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    if (log().find(text) != std::string::npos) {
-      return true;
+    const auto now = log();
+    if (const auto at = now.find(text); at != std::string::npos) {
+      const auto from = at + text.size() - (text.ends_with('\n') ? 1 : 0);
+      if (now.find('\n', from) != std::string::npos) {
+        return true;
+      }
     }
     if (std::chrono::steady_clock::now() >= deadline) {
       return false;

@@ -25,7 +25,8 @@ class atlsd {
   atlsd& operator=(const atlsd&) = delete;
 
   std::string log() const;
-  // Polls the log until it contains text.
+  // Polls the log until a whole line of it (written up to its newline) contains text. The log
+  // is written in buffered chunks, so a line found before its end may still be growing.
   bool wait_for_log(std::string_view text,
                     std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
   // Sends sig (SIGHUP: reload) and returns at once.
