@@ -257,7 +257,8 @@ std::shared_ptr<const attested::settings> make_attestation(
     attested::relying_party rp{.required = peer.required,
                                .model = model,
                                .accept = peer.accept,
-                               .pinned_keys = peer.pinned_keys};
+                               .pinned_keys = peer.pinned_keys,
+                               .verifier_grace = peer.verifier_grace};
     if (model == attested::model::passport) {
       for (const auto& file : peer.passport_keys) {
         if (auto key = load_public_key(file, errors)) {

@@ -404,6 +404,22 @@ asio::awaitable<error_code> attested_stream::judge_authenticator(const bytes& au
   auto deciding = decide(request, context, authenticator, detail);
   auto decision = co_await std::move(deciding);
   const auto why = decision ? reason::accepted : reason_of(decision.error());
+  // A verifier outage is not the peer's doing: within the grace, the round is deferred without a
+  // verdict (the attester takes the next request as superseding it), and the connection keeps
+  // the result it has, which is at most verifier_grace older than it would otherwise be.
+  const auto since_accepted = std::chrono::steady_clock::now() - peer_accepted_at_;
+  if (why == reason::verifier_unreachable && peer_accepted_ > 0 &&
+      since_accepted < settings_->peer->verifier_grace) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        settings_->peer->verifier_grace - since_accepted);
+    if (on_reattestation_) {
+      on_reattestation_(decision.error(), decision.error().message() +
+                                              "; deferred: the connection keeps its last "
+                                              "result for up to " +
+                                              std::to_string(left.count()) + " ms more");
+    }
+    co_return error_code{};
+  }
   auto verdict =
       tls::encode_verdict({.context = context, .reason = static_cast<std::uint16_t>(why)});
   if (verdict) {
@@ -416,8 +432,9 @@ asio::awaitable<error_code> attested_stream::judge_authenticator(const bytes& au
   }
   peer_result_ = std::move(*decision);
   ++peer_accepted_;
-  if (peer_accepted_ > 1 && on_peer_reattested_) {
-    on_peer_reattested_();
+  peer_accepted_at_ = std::chrono::steady_clock::now();
+  if (peer_accepted_ > 1 && on_reattestation_) {
+    on_reattestation_({}, {});
   }
   co_return error_code{};
 }

@@ -245,7 +245,7 @@ constexpr std::string_view attestation_keys[] = {
 constexpr std::string_view binder_keys[] = {"label", "key_encoding"};
 constexpr std::string_view self_keys[] = {"pcrs", "veraison", "refresh_every"};
 constexpr std::string_view peer_keys[] = {"required",      "verifier", "local", "veraison",
-                                          "passport_keys", "accept",   "pin"};
+                                          "passport_keys", "accept",   "pin",   "verifier_grace"};
 constexpr std::string_view veraison_keys[] = {
     "urls", "ca", "token", "ear_key", "trust_discovered_key", "request_timeout"};
 // Each in the order of its enum, so that an index converts to it.
@@ -955,6 +955,19 @@ class checker : public detail::checker_base {
     if (const auto* e = m->find("accept")) {
       if (auto accept = detail::check_appraisal_policy(*this, e->value)) {
         out.accept = std::move(*accept);
+      }
+    }
+    if (const auto* e = m->find("verifier_grace")) {
+      if (passport) {
+        error(e->key_mark, e->value.path,
+              "'verifier_grace' applies to model background-check only: a passport is checked "
+              "without calling a verifier");
+      } else if (const auto d = get_duration(e->value, true)) {
+        if (*d > std::chrono::hours(24)) {
+          error(e->value.mark, e->value.path, "verifier_grace is at most 24h");
+        } else {
+          out.verifier_grace = *d;
+        }
       }
     }
     const auto* pin = m->find("pin");

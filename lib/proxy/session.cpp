@@ -530,10 +530,15 @@ class session {
   template <class Workload>
   asio::awaitable<void> relay_attested(attested::attested_stream& network, Workload& workload,
                                        bool network_first) {
-    network.on_peer_reattested([this, &network] {
-      audit(attested::attester_side::peer, attested::reason::accepted, {},
-            network.peer_result() ? &*network.peer_result() : nullptr);
-    });
+    network.on_reattestation(
+        [this, &network](const error_code& deferred, const std::string& detail) {
+          if (deferred) {
+            audit(attested::attester_side::peer, attested::reason_of(deferred), detail, nullptr);
+            return;
+          }
+          audit(attested::attester_side::peer, attested::reason::accepted, {},
+                network.peer_result() ? &*network.peer_result() : nullptr);
+        });
     auto relaying = network_first ? relay(network, workload) : relay(workload, network);
     if (network.peer_attestations() == 0) {
       co_await (std::move(relaying) || follow_reloads(&network));

@@ -3,6 +3,7 @@
 // audit line and the metric.
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include <doctest/doctest.h>
 
@@ -10,6 +11,7 @@
 #include "e2e/attestation_configs.hpp"
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
+#include "e2e/veraison_fixture.hpp"
 #include "support/daemon.hpp"
 #include "support/loopback.hpp"
 #include <signal.h>
@@ -157,6 +159,61 @@ TEST_CASE("without reattest_on_reload, open connections keep the policy they sta
   CHECK(closed_by_peer(refused.get()));
   CHECK(out.wait_for_log("outcome=status_below_policy"));
   CHECK(echoed(client.get(), "and still"));
+}
+
+// The relying side's attestation lines: Veraison appraises the server's evidence every 500 ms,
+// and a Veraison outage is waited out for 3 s after the last accepted round.
+std::string veraison_rounds(const veraison_fixture& veraison) {
+  return "      reattest_every: 500ms\n      peer:\n        verifier: veraison\n" +
+         veraison.block(8) +
+         "        accept: {minimum_status: affirming}\n        verifier_grace: 3s\n";
+}
+
+TEST_CASE("a verifier outage during re-attestation is waited out for verifier_grace, then closes") {
+  const temp_dir dir;
+  attesting_server server(dir);
+  veraison_fixture veraison(dir, {&server.tik}, dir / "ear-key.pem");
+  const auto out_port = free_port();
+  const auto admin_port = free_port();
+  atlsd out(dir, "out",
+            server.relying_config(out_port, veraison_rounds(veraison), admin_block(admin_port)));
+  const auto client = connect_loopback(out_port, 15s);
+  REQUIRE(client);
+  REQUIRE(echoed(client.get(), "before the outage"));
+  REQUIRE(out.wait_for_log("round=1 verifier=\"veraison "));
+
+  const auto outage = std::chrono::steady_clock::now();
+  veraison.server().faults().fail_with_500 = 1'000'000;
+  // Rounds that cannot reach the verifier are deferred, and the connection carries on.
+  REQUIRE(out.wait_for_log("outcome=verifier_unreachable"));
+  CHECK(out.wait_for_log("deferred: the connection keeps its last result for up to "));
+  CHECK(echoed(client.get(), "during the outage"));
+  // Past the grace, the next round closes it.
+  CHECK(closed_by_peer(client.get()));
+  CHECK(std::chrono::steady_clock::now() - outage >= 2s);
+  CHECK(out.wait_for_log("connection closed listener=out "));
+  CHECK(reattestation_closes(admin_port, "verifier_unreachable") == 1);
+  CHECK(server.upstream.accepted() == 1);
+}
+
+TEST_CASE("a verifier that comes back within verifier_grace keeps the connection open") {
+  const temp_dir dir;
+  attesting_server server(dir);
+  veraison_fixture veraison(dir, {&server.tik}, dir / "ear-key.pem");
+  const auto out_port = free_port();
+  atlsd out(dir, "out", server.relying_config(out_port, veraison_rounds(veraison)));
+  const auto client = connect_loopback(out_port, 15s);
+  REQUIRE(client);
+  REQUIRE(echoed(client.get(), "before the outage"));
+  REQUIRE(out.wait_for_log("round=1 verifier=\"veraison "));
+
+  veraison.server().faults().fail_with_500 = 1'000'000;
+  REQUIRE(out.wait_for_log("outcome=verifier_unreachable"));
+  veraison.server().faults().fail_with_500 = 0;
+  // Longer than the grace: only rounds accepted again keep the connection open this long.
+  std::this_thread::sleep_for(4s);
+  CHECK(echoed(client.get(), "after the outage"));
+  CHECK(out.log().find("connection closed listener=out ") == std::string::npos);
 }
 
 TEST_CASE("a connection attested inside the handshake closes when its result reaches max_age") {

@@ -1594,6 +1594,36 @@ TEST_CASE("model passport needs EAR keys and an EAR issuer, and has no verifier 
   }
 }
 
+TEST_CASE(
+    "a verifier outage during re-attestation is waited out for a minute unless verifier_grace "
+    "says") {
+  const auto with_grace = [](std::string_view grace) {
+    return load_inbound_attested(std::string(R"(      peer:
+        local:
+          trusted_aks: [{spki_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}]
+          reference_values: {pcr_digest: {pcrs: [0], digest: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}}
+        pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
+)") + std::string(grace));
+  };
+  const auto grace_of = [](const load_result& r) {
+    return valid(r).listeners.at(0).attestation.value().peer.value().verifier_grace;
+  };
+  CHECK(grace_of(with_grace("")) == 1min);
+  CHECK(grace_of(with_grace("        verifier_grace: 0s\n")) == 0ms);
+  CHECK(grace_of(with_grace("        verifier_grace: 90s\n")) == 90s);
+  const auto too_long = only_error(with_grace("        verifier_grace: 25h\n"));
+  CHECK(too_long.key == "listeners[0].attestation.peer.verifier_grace");
+  CHECK(contains(too_long.message, "at most 24h"));
+  const auto passport = only_error(load_inbound_attested(R"(      model: passport
+      peer:
+        passport_keys: [ear.pem]
+        pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
+        verifier_grace: 10s
+)"));
+  CHECK(passport.key == "listeners[0].attestation.peer.verifier_grace");
+  CHECK(contains(passport.message, "applies to model background-check only"));
+}
+
 TEST_CASE("a passport is refreshed every minute unless refresh_every says otherwise") {
   const auto load = [](std::string_view refresh) {
     return load_inbound_attested(

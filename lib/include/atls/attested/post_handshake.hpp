@@ -21,6 +21,7 @@
 // the same endpoint.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -115,11 +116,12 @@ class attested_stream {
   // answer being judged when this is called finishes under them).
   void judge_by(const settings& next) { settings_ = &next; }
 
-  // Called on the reader's executor each time the peer's answer to a re-attestation request is
-  // accepted (the first exchange is establish()'s), after peer_result() has been updated.
-  void on_peer_reattested(std::function<void()> callback) {
-    on_peer_reattested_ = std::move(callback);
-  }
+  // Called on the reader's executor for each re-attestation round (the first exchange is
+  // establish()'s) that does not close the connection: accepted (no error; peer_result() has
+  // been updated), or deferred because the verifier could not be reached within the policy's
+  // verifier_grace (the verifier's error, and what the audit line should say).
+  using round_callback = std::function<void(const error_code& deferred, const std::string& detail)>;
+  void on_reattestation(round_callback callback) { on_reattestation_ = std::move(callback); }
 
   boost::asio::awaitable<std::tuple<error_code, std::size_t>> read_some(
       boost::asio::mutable_buffer buffer);
@@ -184,7 +186,8 @@ class attested_stream {
   std::optional<verify::attestation_result> refused_result_;
   std::size_t peer_accepted_ = 0;
   std::size_t own_accepted_ = 0;
-  std::function<void()> on_peer_reattested_;
+  std::chrono::steady_clock::time_point peer_accepted_at_;  // the last accepted round
+  round_callback on_reattestation_;
   std::string detail_;
 };
 

@@ -48,6 +48,11 @@ struct relying_party {
   verify::appraisal_policy accept;
   // SHA-256 of the attested key's DER SPKI. Empty: any attester `accept` accepts (RA + PKI).
   std::vector<std::array<std::uint8_t, 32>> pinned_keys;
+  // Re-attestation (background-check): a round whose verifier cannot be reached
+  // (verifier_unreachable) within this long of the connection's last accepted round is deferred:
+  // no verdict, the connection keeps its last result, and the next round tries again. Past it,
+  // the round closes the connection. Zero: no grace. The first appraisal never gets one.
+  std::chrono::milliseconds verifier_grace{std::chrono::minutes(1)};
 };
 
 // The attester's means.

@@ -137,6 +137,9 @@ struct peer_attestation {
   // evidence proves to be fixed in one TPM). Empty: any attester that passes `accept`, which is
   // allowed only with RA + PKI (a CA-checked peer certificate).
   std::vector<std::array<std::uint8_t, 32>> pinned_keys;
+  // Re-attestation of an open connection: how long after its last accepted round a verifier
+  // that cannot be reached is waited out before the connection closes (attested/settings.hpp).
+  std::chrono::milliseconds verifier_grace{std::chrono::minutes(1)};
 };
 
 // This sidecar attests: its TLS key is the TPM's TIK (tls.key: tpm:tik).
