@@ -214,29 +214,8 @@ class session {
   asio::awaitable<void> serve_inbound() {
     set_deadline(options_.timeouts.handshake, "handshake");
     tls::stream client(std::move(client_), options_.tls);
-    std::optional<attested::post_handshake_negotiation> negotiation;
-    std::optional<attested::early_attestation> early;
-    if (is_post_handshake()) {
-      negotiation.emplace(client, *options_.attestation, true);
-    } else if (options_.attestation) {
-      early.emplace(client, *options_.attestation);
-    }
-    const auto handshake_started = clock::now();
-    auto handshake_ec = co_await client.handshake();
-    observe_handshake(clock::now() - handshake_started);
-    if (early) {
-      refused_result_ = &early->refused_result();
-    }
-    if (early && !early_outcome(*early, handshake_ec)) {
-      co_return;
-    }
-    if (handshake_ec) {
-      record_handshake_failure(handshake_ec, client.error_detail(), negotiation);
-      co_return;
-    }
-    tls_summary_ = client.session_summary();
     std::optional<attested::attested_stream> attested;
-    if (!co_await attest(client, negotiation, attested)) {
+    if (!co_await secure(client, /*is_server=*/true, attested)) {
       co_return;
     }
     set_deadline(options_.timeouts.connect, "connect");
@@ -268,29 +247,8 @@ class session {
     }
     set_deadline(options_.timeouts.handshake, "handshake");
     tls::stream remote(std::move(*upstream), options_.tls);
-    std::optional<attested::post_handshake_negotiation> negotiation;
-    std::optional<attested::early_attestation> early;
-    if (is_post_handshake()) {
-      negotiation.emplace(remote, *options_.attestation, false);
-    } else if (options_.attestation) {
-      early.emplace(remote, *options_.attestation);
-    }
-    const auto handshake_started = clock::now();
-    auto handshake_ec = co_await remote.handshake();
-    observe_handshake(clock::now() - handshake_started);
-    if (early) {
-      refused_result_ = &early->refused_result();
-    }
-    if (early && !early_outcome(*early, handshake_ec)) {
-      co_return;
-    }
-    if (handshake_ec) {
-      record_handshake_failure(handshake_ec, remote.error_detail(), negotiation);
-      co_return;
-    }
-    tls_summary_ = remote.session_summary();
     std::optional<attested::attested_stream> attested;
-    if (!co_await attest(remote, negotiation, attested)) {
+    if (!co_await secure(remote, /*is_server=*/false, attested)) {
       co_return;
     }
     if (attested) {
@@ -298,6 +256,38 @@ class session {
     } else {
       co_await relay_bounded(workload, remote);
     }
+  }
+
+  // The TLS handshake and the attestation the settings ask for, either mode, either side: false
+  // when the connection must end (the outcome is recorded). `attested` is set when the stream is
+  // framed (post-handshake attestation); it borrows `tls`.
+  asio::awaitable<bool> secure(tls::stream& tls, bool is_server,
+                               std::optional<attested::attested_stream>& attested) {
+    std::optional<attested::post_handshake_negotiation> negotiation;
+    std::optional<attested::early_attestation> early;
+    if (is_post_handshake()) {
+      negotiation.emplace(tls, *options_.attestation, is_server);
+    } else if (options_.attestation) {
+      early.emplace(tls, *options_.attestation);
+    }
+    const auto handshake_started = clock::now();
+    auto handshake_ec = co_await tls.handshake();
+    observe_handshake(clock::now() - handshake_started);
+    if (early) {
+      refused_result_ = &early->refused_result();
+      const bool passed = early_outcome(*early, handshake_ec);
+      refused_result_ = nullptr;  // `early` ends with this call
+      if (!passed) {
+        co_return false;
+      }
+    }
+    if (handshake_ec) {
+      record_handshake_failure(handshake_ec, tls.error_detail(), negotiation);
+      co_return false;
+    }
+    tls_summary_ = tls.session_summary();
+    const bool attested_ok = co_await attest(tls, negotiation, attested);
+    co_return attested_ok;
   }
 
   // Intra-handshake attestation: false when the engine refused (the outcome is recorded).
@@ -835,8 +825,8 @@ class session {
   std::string tls_summary_;
   std::string attestation_summary_;
   std::optional<std::chrono::steady_clock::time_point> result_deadline_;  // see deadline_of
-  // The attestation object's record of a result our policy refused; it lives in serve_*()'s frame,
-  // which outlasts every call of record_attestation_failure.
+  // The attestation object's record of a result our policy refused, while that object lives
+  // (see secure() and attest()).
   const std::optional<verify::attestation_result>* refused_result_ = nullptr;
   unsigned audit_round_ = 0;  // 0 at set-up, then one more per re-attestation
   // The last reloaded settings this connection was checked under, and every relying-party
