@@ -226,7 +226,7 @@ connection_lines "$work/outbound.log" | tail -n 1
 grep -q 'reason="attestation status_below_policy' "$work/outbound.log"
 echo
 echo "== and what the server sidecar was told"
-grep -o "the peer refused our attestation: [a-z_]*" "$work/inbound.log" | tail -n 1
+grep -o "the relying party refused our attestation: its verdict said [a-z_]*" "$work/inbound.log" | tail -n 1
 
 echo
 echo "== stopping"

@@ -488,7 +488,8 @@ error_code attested_stream::take_verdict(const bytes& payload) {
     const auto named = reason_from_wire(verdict->reason);
     return fail(
         errc::refused_by_peer,
-        "the peer refused our attestation: " +
+        // errc::refused_by_peer's message already says who refused what.
+        "its verdict said " +
             std::string(named ? to_string(*named) : "reason " + std::to_string(verdict->reason)));
   }
   ++own_accepted_;

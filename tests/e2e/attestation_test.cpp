@@ -128,7 +128,7 @@ TEST_CASE("a client sidecar refuses a server whose PCRs differ from its referenc
                  " attester=peer round=0 verifier=\"local\" outcome=status_below_policy "
                  "status=warning trust=\"instance-identity=2 executables=33 hardware=2\" key="));
   CHECK(in.wait_for_log("attestation verifier_refused"));
-  CHECK(in.wait_for_log("the peer refused our attestation: status_below_policy"));
+  CHECK(in.wait_for_log("refused our attestation: its verdict said status_below_policy"));
   CHECK(origin.accepted() == 0);
 }
 

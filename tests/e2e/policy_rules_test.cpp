@@ -127,7 +127,7 @@ TEST_CASE(
   CHECK(contains(missing, " reason=\"attestation result lacks a submodule the policy requires"));
 
   // The server learnt the verdict of each refusal; the origin saw only the accepted requests.
-  CHECK(server.in->wait_for_log("the peer refused our attestation: status_below_policy"));
+  CHECK(server.in->wait_for_log("refused our attestation: its verdict said status_below_policy"));
   CHECK(server.origin.accepted() == 2);
 }
 
@@ -203,7 +203,7 @@ TEST_CASE(
   CHECK(contains(line, " model=passport attester=peer round=0 "));
   CHECK(contains(line, " outcome=ear_expired status=affirming trust=\""));
   CHECK(contains(line, " reason=\"attestation result is older than the policy's maximum age"));
-  CHECK(server.in->wait_for_log("the peer refused our attestation: ear_expired"));
+  CHECK(server.in->wait_for_log("refused our attestation: its verdict said ear_expired"));
   CHECK(server.origin.accepted() == 1);
 }
 

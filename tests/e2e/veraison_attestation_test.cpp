@@ -152,7 +152,7 @@ TEST_CASE("a client sidecar refuses a passport signed by a key it does not trust
   INFO(setup.out->log());
   INFO(setup.in->log());
   CHECK(setup.out->wait_for_log("outcome=rejected reason=\"attestation verifier_refused"));
-  CHECK(setup.in->wait_for_log("the peer refused our attestation: verifier_refused"));
+  CHECK(setup.in->wait_for_log("refused our attestation: its verdict said verifier_refused"));
   CHECK(setup.origin.accepted() == 0);
 }
 
