@@ -19,6 +19,15 @@ packages=(
   haproxy
   # demo: the stand-in workload is python3's http.server
   python3
+  # the systemd units (tests/deploy/systemd_*): systemd-analyze verify and security, and
+  # atlsd run inside the unit's seccomp filters by python3-seccomp, traced by strace; procps
+  # for pgrep there and for the unit's /bin/kill
+  systemd python3-seccomp strace procps
+  # the .deb (tests/deploy/package_*): cpack's DEB generator runs dpkg-shlibdeps (dpkg-dev) on
+  # the ELF files it finds with file
+  dpkg-dev file
+  # the Kubernetes manifests' schema check (tests/deploy/kubernetes_check.py) reads YAML
+  python3-yaml
 )
 
 missing=()
