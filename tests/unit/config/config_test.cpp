@@ -17,6 +17,7 @@
 #include "atls/net/endpoint.hpp"
 
 #include "support/temp_dir.hpp"
+#include "unit/config/config_checks.hpp"
 
 // Inside the namespace under test, so its names need no qualification.
 namespace atls::config {
@@ -34,47 +35,17 @@ std::string yaml(std::string_view text) {
 }
 
 load_result load(std::string_view text) {
-  return load_text(yaml(text), "test.yaml", "/etc/atlsd");
+  return checks::load_as_file(yaml(text));
 }
 
-std::string all_errors(const load_result& r) {
-  std::string out;
-  for (const auto& d : r.errors) {
-    out += to_string(d) + "\n";
-  }
-  return out;
-}
-
-// The one error the text must produce. Returned by value: the result may be a temporary.
-diagnostic only_error(const load_result& r) {
-  INFO(all_errors(r));
-  REQUIRE(r.errors.size() == 1);
-  CHECK_FALSE(r.config.has_value());
-  return r.errors.front();
-}
-
-// The error reported for key, which must be there exactly once.
-diagnostic error_for(const load_result& r, std::string_view key) {
-  INFO(all_errors(r));
-  std::optional<diagnostic> found;
-  int count = 0;
-  for (const auto& d : r.errors) {
-    if (d.key == key) {
-      found = d;
-      ++count;
-    }
-  }
-  REQUIRE(count == 1);
-  return *found;
-}
+using checks::all_errors;
+using checks::contains;
+using checks::error_for;
+using checks::only_error;
 
 // A root-level tpm section to append to a config whose listeners use tpm:tik, which needs one.
 // Appended rather than prepended, so that the line numbers tests check stay where they are.
 constexpr std::string_view with_tpm = "tpm: {tcti: \"swtpm:host=127.0.0.1,port=2321\"}\n";
-
-bool contains(std::string_view text, std::string_view part) {
-  return text.find(part) != std::string_view::npos;
-}
 
 const daemon_config& valid(const load_result& r) {
   INFO(all_errors(r));

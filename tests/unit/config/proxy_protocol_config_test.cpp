@@ -7,6 +7,8 @@
 
 #include "atls/config/config.hpp"
 
+#include "unit/config/config_checks.hpp"
+
 namespace atls::config {
 namespace {
 
@@ -19,23 +21,12 @@ std::string listener(std::string_view mode, std::string_view more) {
          std::string(more);
 }
 
+using checks::all_errors;
+using checks::contains;
+using checks::only_error;
+
 load_result load(const std::string& yaml) {
-  return load_text(yaml, "test.yaml", "/etc/atlsd");
-}
-
-std::string all_errors(const load_result& r) {
-  std::string out;
-  for (const auto& d : r.errors) {
-    out += to_string(d) + "\n";
-  }
-  return out;
-}
-
-diagnostic only_error(const load_result& r) {
-  INFO(all_errors(r));
-  REQUIRE(r.errors.size() == 1);
-  CHECK_FALSE(r.config.has_value());
-  return r.errors.front();
+  return checks::load_as_file(yaml);
 }
 
 proxy_protocol_version loaded_version(const load_result& r) {
@@ -43,10 +34,6 @@ proxy_protocol_version loaded_version(const load_result& r) {
   REQUIRE(r.config.has_value());
   REQUIRE(r.config->listeners.size() == 1);
   return r.config->listeners.front().proxy_protocol;
-}
-
-bool contains(std::string_view text, std::string_view part) {
-  return text.find(part) != std::string_view::npos;
 }
 
 TEST_CASE("an inbound listener sends a PROXY v2 header only when proxy_protocol says v2") {

@@ -8,6 +8,8 @@
 
 #include "atls/config/config.hpp"
 
+#include "unit/config/config_checks.hpp"
+
 namespace atls::config {
 namespace {
 
@@ -21,27 +23,12 @@ std::string listener(std::string_view mode, std::string_view listen, std::string
          "\n    tls: " + tls + "\n" + std::string(more);
 }
 
+using checks::all_errors;
+using checks::contains;
+using checks::only_error;
+
 load_result load(const std::string& yaml) {
-  return load_text(yaml, "test.yaml", "/etc/atlsd");
-}
-
-std::string all_errors(const load_result& r) {
-  std::string out;
-  for (const auto& d : r.errors) {
-    out += to_string(d) + "\n";
-  }
-  return out;
-}
-
-diagnostic only_error(const load_result& r) {
-  INFO(all_errors(r));
-  REQUIRE(r.errors.size() == 1);
-  CHECK_FALSE(r.config.has_value());
-  return r.errors.front();
-}
-
-bool contains(std::string_view text, std::string_view part) {
-  return text.find(part) != std::string_view::npos;
+  return checks::load_as_file(yaml);
 }
 
 TEST_CASE("an inbound listener may listen on a socket that systemd passed, by its name") {
