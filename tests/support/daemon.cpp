@@ -48,16 +48,20 @@ atlsd::atlsd(const temp_dir& dir, std::string_view name, std::string_view config
 // Every test ends with a graceful stop, so that each one also checks that atlsd drains, exits 0
 // and, in the sanitizer build, that ASan, LSan and UBSan found nothing.
 atlsd::~atlsd() {
-  if (process_->running()) {
-    process_->signal(SIGTERM);
-    const auto code = process_->wait_for(std::chrono::seconds(20));
+  stop_and_check_clean_exit(*process_, log_);
+}
+
+void stop_and_check_clean_exit(process& daemon, const std::filesystem::path& log) {
+  if (daemon.running()) {
+    daemon.signal(SIGTERM);
+    const auto code = daemon.wait_for(std::chrono::seconds(20));
     CHECK_MESSAGE(code.has_value(), "atlsd did not stop on SIGTERM");
     CHECK_MESSAGE(code.value_or(-1) == 0, "atlsd exited with ", code.value_or(-1));
     if (!code) {
-      process_->signal(SIGKILL);
+      daemon.signal(SIGKILL);
     }
   }
-  const auto text = log();
+  const auto text = read_file(log);
   for (const char* report : {"AddressSanitizer", "LeakSanitizer", "runtime error:"}) {
     CHECK_MESSAGE(text.find(report) == std::string::npos, "sanitizer report in atlsd log:\n", text);
   }

@@ -44,6 +44,10 @@ class atlsd {
   std::optional<process> process_;
 };
 
+// The end of every fixture that runs atlsd: SIGTERM, a clean exit within 20 s (SIGKILL if not),
+// and no sanitizer report in its log. Failures are test failures (CHECK), not exceptions.
+void stop_and_check_clean_exit(process& daemon, const std::filesystem::path& log);
+
 // The built atlsctl with args, to completion (30 s at most).
 run_result atlsctl(std::vector<std::string> args);
 

@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include "support/daemon.hpp"
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -74,19 +75,7 @@ atlsd_launch::atlsd_launch(const temp_dir& dir, std::string_view name, std::stri
 }
 
 atlsd_launch::~atlsd_launch() {
-  if (process_->running()) {
-    process_->signal(SIGTERM);
-    const auto code = process_->wait_for(std::chrono::seconds(20));
-    CHECK_MESSAGE(code.has_value(), "atlsd did not stop on SIGTERM");
-    CHECK_MESSAGE(code.value_or(-1) == 0, "atlsd exited with ", code.value_or(-1));
-    if (!code) {
-      process_->signal(SIGKILL);
-    }
-  }
-  const auto text = log();
-  for (const char* report : {"AddressSanitizer", "LeakSanitizer", "runtime error:"}) {
-    CHECK_MESSAGE(text.find(report) == std::string::npos, "sanitizer report in atlsd log:\n", text);
-  }
+  stop_and_check_clean_exit(*process_, log_);
 }
 
 std::string atlsd_launch::wait_ready(std::chrono::milliseconds timeout) {
