@@ -135,11 +135,7 @@ struct admin_server::state {
         [self, id, s = std::move(socket)]() mutable { return serve(self, id, std::move(s)); },
         [self, id](const std::exception_ptr& e) {
           if (e) {
-            try {
-              std::rethrow_exception(e);
-            } catch (const std::exception& ex) {
-              spdlog::error("admin listener: connection {} failed: {}", id, ex.what());
-            }
+            spdlog::error("admin listener: connection {} failed: {}", id, describe_escaped(e));
           }
           --self->open;
           self->slot_freed.notify_all();
@@ -423,11 +419,7 @@ void admin_server::start() {
       s.executor, [self = state_] { return state::accept_loop(self); },
       [](const std::exception_ptr& e) {
         if (e) {
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& ex) {
-            spdlog::critical("admin listener stopped accepting: {}", ex.what());
-          }
+          spdlog::critical("admin listener stopped accepting: {}", describe_escaped(e));
         }
       });
 }

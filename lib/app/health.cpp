@@ -30,13 +30,8 @@ using probe_fn = std::function<asio::awaitable<std::string>()>;
 
 // Logs what escaped a spawned coroutine; probes report failures as values, so this is a bug.
 void log_escaped(const std::exception_ptr& e, const std::string& what) {
-  if (!e) {
-    return;
-  }
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("health: {} failed: {}", what, ex.what());
+  if (e) {
+    spdlog::error("health: {} failed: {}", what, describe_escaped(e));
   }
 }
 

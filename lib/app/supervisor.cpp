@@ -60,13 +60,8 @@ std::string joined(const std::vector<std::string>& names) {
 }
 
 void log_failure(const std::exception_ptr& e, std::string_view what) {
-  if (!e) {
-    return;
-  }
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::critical("{} failed: {}", what, ex.what());
+  if (e) {
+    spdlog::critical("{} failed: {}", what, describe_escaped(e));
   }
 }
 

@@ -171,13 +171,8 @@ std::shared_ptr<passport> passport::start(const asio::any_io_executor& executor,
   state->self_ = state;
   auto loop = [state]() { return impl::run(state); };
   asio::co_spawn(executor, std::move(loop), [](const std::exception_ptr& e) {
-    if (!e) {
-      return;
-    }
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      spdlog::error("passport: the refresh loop failed: {}", ex.what());
+    if (e) {
+      spdlog::error("passport: the refresh loop failed: {}", describe_escaped(e));
     }
   });
   return std::shared_ptr<passport>(new passport(std::move(state)));

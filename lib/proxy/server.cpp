@@ -205,18 +205,14 @@ struct server::state {
         [listener, options = std::move(options), control, s = std::move(socket)]() mutable {
           return detail::run_session(listener, std::move(options), control, std::move(s));
         },
-        asio::bind_cancellation_slot(control->cancel.slot(),
-                                     [self, listener, control](const std::exception_ptr& e) {
-                                       if (e) {
-                                         try {
-                                           std::rethrow_exception(e);
-                                         } catch (const std::exception& ex) {
-                                           spdlog::error("listener={} id={} session failed: {}",
-                                                         listener->name, control->id, ex.what());
-                                         }
-                                       }
-                                       finish_session(self, listener, control->id);
-                                     }));
+        asio::bind_cancellation_slot(
+            control->cancel.slot(), [self, listener, control](const std::exception_ptr& e) {
+              if (e) {
+                spdlog::error("listener={} id={} session failed: {}", listener->name, control->id,
+                              describe_escaped(e));
+              }
+              finish_session(self, listener, control->id);
+            }));
   }
 
   // Runs on the listener's strand. Beyond max_connections it stops accepting, so further
@@ -514,12 +510,8 @@ asio::awaitable<detailed_result<reload_report>> server::reconfigure(
       asio::co_spawn(listener->executor, std::move(drain),
                      [name = listener->name](const std::exception_ptr& e) {
                        if (e) {
-                         try {
-                           std::rethrow_exception(e);
-                         } catch (const std::exception& ex) {
-                           spdlog::error("listener={} drain after reload failed: {}", name,
-                                         ex.what());
-                         }
+                         spdlog::error("listener={} drain after reload failed: {}", name,
+                                       describe_escaped(e));
                        }
                      });
     }
@@ -560,11 +552,7 @@ void start_accepting(const std::shared_ptr<server::state>& self,
       listener->executor, [self, listener] { return server::state::accept_loop(self, listener); },
       [name = listener->name](const std::exception_ptr& e) {
         if (e) {
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& ex) {
-            spdlog::critical("listener={} stopped accepting: {}", name, ex.what());
-          }
+          spdlog::critical("listener={} stopped accepting: {}", name, describe_escaped(e));
         }
       });
 }

@@ -554,7 +554,20 @@ class session {
       if (ec) {
         co_return;  // the relay ended
       }
+      if (network.awaiting_answer()) {
+        // The attester is still at the last request (a quote from a busy or hardware TPM can
+        // take a while): it has the handshake timeout, or one period if that is longer.
+        const auto allowed = std::max(period, options_.timeouts.handshake);
+        if (clock::now() - requested_at_ < allowed) {
+          continue;
+        }
+        record_attestation_failure(make_error_code(tls::errc::no_evidence),
+                                   "the peer did not answer round " + std::to_string(audit_round_) +
+                                       " within " + format_duration(allowed));
+        co_return;
+      }
       ++audit_round_;
+      requested_at_ = clock::now();
       if (auto failed = co_await network.reattest()) {
         record_attestation_failure(failed, network.error_detail());
         co_return;
@@ -600,6 +613,7 @@ class session {
         continue;  // the answer on its way is judged by the new rules
       }
       ++audit_round_;
+      requested_at_ = clock::now();
       if (auto failed = co_await network->reattest()) {
         record_attestation_failure(failed, network->error_detail());
         co_return;
@@ -831,6 +845,7 @@ class session {
   unsigned audit_round_ = 0;  // 0 at set-up, then one more per re-attestation
   // The last reloaded settings this connection was checked under, and every relying-party
   // setting its stream has been told to judge by since (see follow_reloads).
+  clock::time_point requested_at_;  // when the last re-attestation request was sent
   std::shared_ptr<const listener_options> checked_policy_;
   std::vector<std::shared_ptr<const attested::settings>> judged_by_;
   pp2::attestation_info peer_proof_;  // unattested until the peer's result is accepted

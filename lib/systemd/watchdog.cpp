@@ -123,11 +123,7 @@ watchdog::watchdog(const asio::any_io_executor& executor, watchdog_options optio
       executor, [self = state_] { return state::run(self); },
       [](const std::exception_ptr& e) {
         if (e) {
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& ex) {
-            spdlog::critical("watchdog stopped pinging: {}", ex.what());
-          }
+          spdlog::critical("watchdog stopped pinging: {}", describe_escaped(e));
         }
       });
 }

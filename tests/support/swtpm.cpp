@@ -13,8 +13,12 @@ namespace atls::test {
 
 namespace {
 
+// Whether a listener could bind the port now. SO_REUSEADDR as swtpm sets it: a port that only
+// connections in TIME_WAIT still name (plenty, on a machine that has just run a load test) is free.
 bool port_free(std::uint16_t port) {
   const socket_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const int on = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
   auto addr = loopback_address(port);
   return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
 }
@@ -24,7 +28,7 @@ bool port_free(std::uint16_t port) {
 swtpm::swtpm(const temp_dir& dir) : state_(dir / "swtpm") {
   std::filesystem::create_directories(state_);
   // swtpm takes two ports: the TPM command port and, right above it, its control port.
-  for (int attempt = 0; attempt < 50 && port_ == 0; ++attempt) {
+  for (int attempt = 0; attempt < 200 && port_ == 0; ++attempt) {
     const auto candidate = free_port();
     if (candidate < 65535 && port_free(static_cast<std::uint16_t>(candidate + 1))) {
       port_ = candidate;

@@ -14,6 +14,7 @@ using result = boost::system::result<T, error_code>;
 
 }  // namespace atls
 
+#include <exception>
 #include <string>
 
 #include <boost/assert/source_location.hpp>
@@ -30,6 +31,11 @@ struct failure {
 
 // "message: detail", or just the message when there is no detail.
 std::string to_string(const failure& f);
+
+// What a coroutine let escape, for the log line of its co_spawn completion handler (errors are
+// values here, so an escaped exception is a bug to report, not a control path): the exception's
+// what(), or a note that it was not a std::exception. `e` must not be null.
+[[nodiscard]] std::string describe_escaped(const std::exception_ptr& e);
 
 // What boost::system::result<T, failure>::value() throws on an error.
 [[noreturn]] void throw_exception_from_error(const failure& f, const boost::source_location& loc);
