@@ -530,26 +530,21 @@ class session {
                 network.peer_result() ? &*network.peer_result() : nullptr);
         });
     auto relaying = network_first ? relay(network, workload) : relay(workload, network);
-    if (network.peer_attestations() == 0) {
+    const auto period = options_.attestation->reattest_every;
+    if (network.peer_attestations() == 0 || period.count() == 0) {
       co_await (std::move(relaying) || follow_reloads(&network));
       co_return;
     }
-    co_await (std::move(relaying) ||
-              reattest_periodically(network, options_.attestation->reattest_every) ||
+    co_await (std::move(relaying) || reattest_periodically(network, period) ||
               follow_reloads(&network));
   }
 
-  // Completes only when a request cannot be sent (the outcome is recorded); with no period, it
-  // waits for the relay to end.
+  // Completes only when a request cannot be sent (the outcome is recorded). `period` > 0.
   asio::awaitable<void> reattest_periodically(attested::attested_stream& network,
                                               std::chrono::milliseconds period) {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     for (;;) {
-      if (period.count() == 0) {
-        timer.expires_at(asio::steady_timer::time_point::max());
-      } else {
-        timer.expires_after(period);
-      }
+      timer.expires_after(period);
       auto [ec] = co_await timer.async_wait(use_tuple);
       if (ec) {
         co_return;  // the relay ended
@@ -842,10 +837,10 @@ class session {
   // The attestation object's record of a result our policy refused, while that object lives
   // (see secure() and attest()).
   const std::optional<verify::attestation_result>* refused_result_ = nullptr;
-  unsigned audit_round_ = 0;  // 0 at set-up, then one more per re-attestation
+  unsigned audit_round_ = 0;        // 0 at set-up, then one more per re-attestation
+  clock::time_point requested_at_;  // when the last re-attestation request was sent
   // The last reloaded settings this connection was checked under, and every relying-party
   // setting its stream has been told to judge by since (see follow_reloads).
-  clock::time_point requested_at_;  // when the last re-attestation request was sent
   std::shared_ptr<const listener_options> checked_policy_;
   std::vector<std::shared_ptr<const attested::settings>> judged_by_;
   pp2::attestation_info peer_proof_;  // unattested until the peer's result is accepted
