@@ -34,6 +34,7 @@
 
 #include "detail/listener_state.hpp"
 #include "detail/plain_stream.hpp"
+#include "detail/relay_buffer.hpp"
 
 namespace atls::proxy::detail {
 
@@ -679,10 +680,11 @@ class session {
   template <class From, class To>
   asio::awaitable<void> pump(From& from, To& to, std::uint64_t& counter, metrics::counter& relayed,
                              std::string_view from_name, std::string_view to_name) {
-    std::vector<char> buffer(options_.buffer_size);
+    detail::relay_buffer buffer(options_.buffer_size);
     for (;;) {
-      auto [ec, n] = co_await from.read_some(asio::buffer(buffer));
+      auto [ec, n] = co_await read_burst(from, buffer);
       if (ec == asio::error::eof) {
+        buffer.release();
         (from_name == "client" ? client_ended_ : upstream_ended_) = true;
         if (auto shut = co_await to.shutdown_send()) {
           // A side that ended its own sending and has since gone away entirely (closed, reset)
@@ -709,6 +711,29 @@ class session {
       counter += n;
       relayed.inc(static_cast<double>(n));
       last_activity_ = clock::now();
+    }
+  }
+
+  // The next bytes from `from` into `buffer`. A leg that can say it has nothing to read gives
+  // the buffer back while it waits, so an idle connection holds none; the attested stream,
+  // whose reads also carry attestation frames, keeps it.
+  template <class From>
+  static asio::awaitable<std::tuple<error_code, std::size_t>> read_burst(
+      From& from, detail::relay_buffer& buffer) {
+    if constexpr (requires { from.try_read_some(buffer.get()); }) {
+      for (;;) {
+        auto [ec, n] = from.try_read_some(buffer.get());
+        if (ec != asio::error::would_block && ec != asio::error::try_again) {
+          co_return std::tuple{ec, n};
+        }
+        buffer.release();
+        if (auto wait = co_await from.wait_readable()) {
+          co_return std::tuple{wait, std::size_t{0}};
+        }
+      }
+    } else {
+      auto result = co_await from.read_some(buffer.get());
+      co_return result;
     }
   }
 

@@ -1,5 +1,6 @@
 #include "atls/tls/stream.hpp"
 
+#include <cerrno>
 #include <new>
 #include <string>
 #include <thread>
@@ -10,11 +11,14 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
 #include "atls/tls/error.hpp"
+
+#include <sys/socket.h>
 
 namespace atls::tls {
 
@@ -30,34 +34,56 @@ bool is_ip_literal(const std::string& name) {
   return !ec;
 }
 
+bool would_block(int error) {
+  return error == EAGAIN || error == EWOULDBLOCK;
+}
+
+// One method table for every stream; OpenSSL keeps a pointer to it in each BIO.
+BIO_METHOD* stream_bio_method(int (*read)(BIO*, char*, int), int (*write)(BIO*, const char*, int),
+                              long (*ctrl)(BIO*, int, long, void*)) {
+  static BIO_METHOD* const method = [&] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "atls socket");
+    if (m == nullptr || BIO_meth_set_read(m, read) != 1 || BIO_meth_set_write(m, write) != 1 ||
+        BIO_meth_set_ctrl(m, ctrl) != 1 || BIO_meth_set_create(m, [](BIO* bio) {
+                                             BIO_set_init(bio, 1);
+                                             return 1;
+                                           }) != 1) {
+      BIO_meth_free(m);
+      return static_cast<BIO_METHOD*>(nullptr);
+    }
+    return m;
+  }();
+  return method;
+}
+
 }  // namespace
 
 stream::stream(socket_type socket, context ctx)
     : socket_(std::move(socket)),
       context_(std::move(ctx)),
-      flushed_(socket_.get_executor()),
       key_done_(socket_.get_executor(), asio::steady_timer::time_point::max()) {
   ssl_ = SSL_new(context_.native_handle());
   if (ssl_ == nullptr) {
     throw std::bad_alloc();
   }
-  BIO* internal_bio = nullptr;
-  // Default pair buffers (17 KiB each way) hold one full TLS record; writes stall at that bound,
-  // which is the back-pressure the relay relies on.
-  if (BIO_new_bio_pair(&internal_bio, 0, &network_bio_, 0) != 1) {
+  BIO_METHOD* method = stream_bio_method(&stream::bio_read, &stream::bio_write, &stream::bio_ctrl);
+  BIO* bio = method == nullptr ? nullptr : BIO_new(method);
+  if (bio == nullptr) {
     SSL_free(ssl_);
     throw std::bad_alloc();
   }
-  SSL_set_bio(ssl_, internal_bio, internal_bio);
+  BIO_set_data(bio, this);
+  SSL_set_bio(ssl_, bio, bio);
+  // Whole records in one read where the socket has them, instead of a header and a body.
+  SSL_set_read_ahead(ssl_, 1);
   // Only for the handshake, the one place an external key signs; application data then flows
   // without the cost of entering a job per call.
   if (context_.has_external_key() && (SSL_set_async_callback(ssl_, &stream::on_key_done) != 1 ||
                                       SSL_set_async_callback_arg(ssl_, this) != 1)) {
     SSL_free(ssl_);
-    BIO_free(network_bio_);
     throw std::bad_alloc();
   }
-  // Only for try_send_pending(): Asio's asynchronous operations ignore this flag.
+  // The BIO's reads and writes must never block; Asio's asynchronous operations ignore the flag.
   error_code ignored;
   socket_.non_blocking(true, ignored);
 
@@ -77,14 +103,87 @@ stream::stream(socket_type socket, context ctx)
   }
   if (!ok) {
     SSL_free(ssl_);
-    BIO_free(network_bio_);
     throw std::bad_alloc();
   }
 }
 
 stream::~stream() {
   SSL_free(ssl_);
-  BIO_free(network_bio_);
+}
+
+int stream::bio_read(BIO* bio, char* data, int size) {
+  auto* self = static_cast<stream*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  for (;;) {
+    const auto n = ::recv(self->socket_.native_handle(), data, static_cast<std::size_t>(size), 0);
+    if (n > 0) {
+      return static_cast<int>(n);
+    }
+    if (n == 0) {
+      self->eof_ = true;
+      return 0;
+    }
+    if (errno == EINTR) {
+      continue;
+    }
+    if (would_block(errno)) {
+      BIO_set_retry_read(bio);
+    } else {
+      self->io_error_ = error_code(errno, boost::system::system_category());
+    }
+    return -1;
+  }
+}
+
+int stream::bio_write(BIO* bio, const char* data, int size) {
+  auto* self = static_cast<stream*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  return self->send_to_socket(bio, data, static_cast<std::size_t>(size));
+}
+
+int stream::send_to_socket(BIO* bio, const char* data, std::size_t size) {
+  std::size_t sent = 0;
+  // Bytes a read left behind go out first, or the peer would see records out of order.
+  while (overflow_.empty() && sent < size) {
+    const auto n = ::send(socket_.native_handle(), data + sent, size - sent, MSG_NOSIGNAL);
+    if (n >= 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) {
+      continue;
+    }
+    if (!would_block(errno)) {
+      io_error_ = error_code(errno, boost::system::system_category());
+      return -1;
+    }
+    break;
+  }
+  if (sent == size) {
+    return static_cast<int>(size);
+  }
+  if (reading_) {
+    overflow_.insert(overflow_.end(), data + sent, data + size);
+    return static_cast<int>(size);
+  }
+  if (sent > 0) {
+    return static_cast<int>(sent);
+  }
+  BIO_set_retry_write(bio);
+  return -1;
+}
+
+long stream::bio_ctrl(BIO* bio, int command, long /*number*/, void* /*pointer*/) {
+  switch (command) {
+    case BIO_CTRL_FLUSH:
+      return 1;  // every write already went to the socket or to overflow_
+    case BIO_CTRL_EOF:
+      return static_cast<stream*>(BIO_get_data(bio))->eof_ ? 1 : 0;
+    case BIO_CTRL_WPENDING:
+      return static_cast<long>(static_cast<stream*>(BIO_get_data(bio))->overflow_.size());
+    default:
+      return 0;
+  }
 }
 
 error_code stream::fail(errc code) {
@@ -92,75 +191,55 @@ error_code stream::fail(errc code) {
   return code;
 }
 
-asio::awaitable<error_code> stream::fill() {
-  char* room = nullptr;
-  const auto capacity = BIO_nwrite0(network_bio_, &room);
-  if (capacity <= 0) {
-    // SSL asked for input while its input buffer is full: cannot happen with record-sized
-    // buffers unless the peer violates framing.
-    detail_ = "TLS input buffer full";
-    co_return errc::protocol_error;
+error_code stream::io_failure(errc otherwise) {
+  if (io_error_) {
+    detail_ = io_error_.message();
+    return io_error_;
   }
-  auto [ec, n] = co_await socket_.async_read_some(
-      asio::buffer(room, static_cast<std::size_t>(capacity)), use_tuple);
-  if (ec) {
-    co_return ec;
+  if (eof_) {
+    detail_ = "TCP closed without TLS close_notify";
+    ERR_clear_error();
+    return errc::truncated;
   }
-  BIO_nwrite(network_bio_, &room, static_cast<int>(n));
-  co_return error_code{};
+  return fail(otherwise);
 }
 
-asio::awaitable<error_code> stream::flush() {
-  while (BIO_ctrl_pending(network_bio_) > 0) {
-    if (write_error_) {
-      co_return write_error_;
-    }
-    if (flushing_) {
-      // The other direction is sending; its loop drains what we queued too.
-      if (!co_await flushed_.wait()) {
-        co_return asio::error::operation_aborted;
-      }
+void stream::send_overflow_now() {
+  while (!overflow_.empty() && !io_error_) {
+    const auto n =
+        ::send(socket_.native_handle(), overflow_.data(), overflow_.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) {
       continue;
     }
-    char* data = nullptr;
-    const auto size = BIO_nread0(network_bio_, &data);
-    if (size <= 0) {
-      break;
+    if (n < 0) {
+      if (!would_block(errno)) {
+        io_error_ = error_code(errno, boost::system::system_category());
+      }
+      return;
     }
-    flushing_ = true;
-    // Zero-copy: bytes stay in the pair's ring buffer until the socket took them. SSL may append
-    // meanwhile, which never moves bytes already queued.
-    auto [ec, written] = co_await asio::async_write(
-        socket_, asio::buffer(data, static_cast<std::size_t>(size)), use_tuple);
-    flushing_ = false;
-    flushed_.notify_all();
-    if (ec) {
-      write_error_ = ec;
-      co_return ec;
-    }
-    BIO_nread(network_bio_, &data, static_cast<int>(written));
+    overflow_.erase(overflow_.begin(), overflow_.begin() + n);
   }
-  co_return write_error_;
 }
 
-void stream::try_send_pending() {
-  while (!flushing_ && !write_error_ && BIO_ctrl_pending(network_bio_) > 0) {
-    char* data = nullptr;
-    const auto size = BIO_nread0(network_bio_, &data);
-    if (size <= 0) {
-      return;
+asio::awaitable<error_code> stream::wait_writable() {
+  for (;;) {
+    send_overflow_now();
+    if (io_error_) {
+      co_return io_error_;
     }
-    error_code ec;
-    const auto n = socket_.write_some(asio::buffer(data, static_cast<std::size_t>(size)), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      return;  // the next flush sends it first
-    }
+    auto [ec] = co_await socket_.async_wait(socket_type::wait_write, use_tuple);
     if (ec) {
-      write_error_ = ec;
-      return;
+      co_return ec;
     }
-    BIO_nread(network_bio_, &data, static_cast<int>(n));
+    if (overflow_.empty()) {
+      co_return error_code{};
+    }
   }
+}
+
+asio::awaitable<error_code> stream::wait_readable() {
+  auto [ec] = co_await socket_.async_wait(socket_type::wait_read, use_tuple);
+  co_return ec;
 }
 
 int stream::on_key_done(SSL* /*ssl*/, void* self) {
@@ -233,9 +312,8 @@ asio::awaitable<error_code> stream::handshake() {
     const int status = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
     job_thread = std::thread::id();
     if (status == SSL_ERROR_WANT_ASYNC) {
-      // Before anything that can fail or be cancelled (even the flush): the paused job and the
-      // key's completion refer to this stream, so it must not end before the key is done. What
-      // the handshake wrote so far goes out with the rest once it resumes.
+      // Before anything that can fail or be cancelled: the paused job and the key's completion
+      // refer to this stream, so it must not end before the key is done.
       job_thread = std::this_thread::get_id();
       co_await wait_for_key();
       continue;
@@ -258,6 +336,12 @@ asio::awaitable<error_code> stream::handshake() {
       } else if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
         failed = errc::peer_rejected;
         detail_ = "no client certificate";
+      } else if (io_error_) {
+        detail_ = "handshake: " + io_error_.message();
+        co_return io_error_;
+      } else if (eof_) {
+        detail_.clear();
+        co_return errc::handshake_eof;
       }
     } else if (status == SSL_ERROR_WANT_RETRY_VERIFY && !failure_record_.empty()) {
       // A verify callback stopped the handshake to end it with an alert of its own.
@@ -266,13 +350,6 @@ asio::awaitable<error_code> stream::handshake() {
     }
     if (failed && !failure_record_.empty()) {
       detail_ = failure_detail_;
-    }
-    // Send whatever the handshake produced, including the alert that reports a failure.
-    if (auto ec = co_await flush(); ec && !failed) {
-      detail_ = "sending handshake: " + ec.message();
-      co_return ec;
-    }
-    if (failed && !failure_record_.empty()) {
       // The alert OpenSSL could not send; a write error changes nothing, the handshake failed.
       auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(failure_record_), use_tuple);
       (void)ec;
@@ -284,21 +361,60 @@ asio::awaitable<error_code> stream::handshake() {
         SSL_clear_mode(ssl_, SSL_MODE_ASYNC);
         co_return error_code{};
       case SSL_ERROR_WANT_WRITE:
-        continue;
-      case SSL_ERROR_WANT_READ: {
-        auto ec = co_await fill();
-        if (ec == asio::error::eof) {
-          detail_.clear();
-          co_return errc::handshake_eof;
+        if (auto ec = co_await wait_writable()) {
+          detail_ = "sending handshake: " + ec.message();
+          co_return ec;
         }
-        if (ec) {
+        continue;
+      case SSL_ERROR_WANT_READ:
+        if (auto ec = co_await wait_readable()) {
           detail_ = "receiving handshake: " + ec.message();
           co_return ec;
         }
         continue;
-      }
       default:
         co_return failed ? failed : fail(errc::handshake_failed);
+    }
+  }
+}
+
+std::tuple<error_code, std::size_t> stream::try_read_some(asio::mutable_buffer buffer) {
+  ERR_clear_error();
+  std::size_t n = 0;
+  // Whatever SSL has to send while reading (a KeyUpdate answer, an alert) must not block us.
+  reading_ = true;
+  const int r = SSL_read_ex(ssl_, buffer.data(), buffer.size(), &n);
+  reading_ = false;
+  if (r == 1) {
+    send_overflow_now();
+    return {error_code{}, n};
+  }
+  const int status = SSL_get_error(ssl_, r);
+  switch (status) {
+    case SSL_ERROR_ZERO_RETURN:
+      return {error_code{asio::error::eof}, 0};
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:  // cannot happen while reading_: overflow_ takes everything
+      send_overflow_now();
+      return {error_code{asio::error::would_block}, 0};
+    case SSL_ERROR_SYSCALL:
+      return {io_failure(errc::protocol_error), 0};
+    default: {
+      // OpenSSL reports a received alert as reason SSL_AD_REASON_OFFSET + alert number. In
+      // TLS 1.3 this is how a client learns that the server refused its certificate.
+      const auto reason = static_cast<int>(ERR_GET_REASON(ERR_peek_error()));
+      if (status == SSL_ERROR_SSL && reason >= SSL_AD_REASON_OFFSET) {
+        note_received_alert();
+        ERR_clear_error();
+        detail_ = SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET);
+        return {error_code{errc::peer_alert}, 0};
+      }
+      if (eof_ || io_error_) {
+        return {io_failure(errc::protocol_error), 0};
+      }
+      const auto failed = fail(errc::protocol_error);
+      send_overflow_now();  // our fatal alert, if SSL produced one
+      return {failed, 0};
     }
   }
 }
@@ -306,57 +422,12 @@ asio::awaitable<error_code> stream::handshake() {
 asio::awaitable<std::tuple<error_code, std::size_t>> stream::read_some(
     asio::mutable_buffer buffer) {
   for (;;) {
-    ERR_clear_error();
-    std::size_t n = 0;
-    const int r = SSL_read_ex(ssl_, buffer.data(), buffer.size(), &n);
-    if (r == 1) {
-      co_return std::tuple{error_code{}, n};
+    auto [ec, n] = try_read_some(buffer);
+    if (ec != asio::error::would_block) {
+      co_return std::tuple{ec, n};
     }
-    const int status = SSL_get_error(ssl_, r);
-    switch (status) {
-      case SSL_ERROR_ZERO_RETURN:
-        co_return std::tuple{error_code{asio::error::eof}, std::size_t{0}};
-      case SSL_ERROR_WANT_WRITE: {
-        // A KeyUpdate answer found the output buffer full of the writer's records. Rare: then,
-        // and only then, the reader waits for the socket to take output.
-        const auto before = BIO_ctrl_pending(network_bio_);
-        try_send_pending();
-        if (BIO_ctrl_pending(network_bio_) == before) {
-          if (auto ec = co_await flush()) {
-            co_return std::tuple{ec, std::size_t{0}};
-          }
-        }
-        continue;
-      }
-      case SSL_ERROR_WANT_READ: {
-        // Reading may have queued a KeyUpdate answer. The reader never waits for the socket to
-        // take output: if both ends of a relay did, each would stop reading while its peer's
-        // writes wait for it to read, and the pair would deadlock.
-        try_send_pending();
-        auto ec = co_await fill();
-        if (ec == asio::error::eof) {
-          detail_ = "TCP closed without TLS close_notify";
-          co_return std::tuple{error_code{errc::truncated}, std::size_t{0}};
-        }
-        if (ec) {
-          co_return std::tuple{ec, std::size_t{0}};
-        }
-        continue;
-      }
-      default: {
-        // OpenSSL reports a received alert as reason SSL_AD_REASON_OFFSET + alert number. In
-        // TLS 1.3 this is how a client learns that the server refused its certificate.
-        const auto reason = static_cast<int>(ERR_GET_REASON(ERR_peek_error()));
-        if (status == SSL_ERROR_SSL && reason >= SSL_AD_REASON_OFFSET) {
-          note_received_alert();
-          ERR_clear_error();
-          detail_ = SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET);
-          co_return std::tuple{error_code{errc::peer_alert}, std::size_t{0}};
-        }
-        const auto failed = fail(errc::protocol_error);
-        try_send_pending();  // our fatal alert, if SSL queued one
-        co_return std::tuple{failed, std::size_t{0}};
-      }
+    if (auto wait = co_await wait_readable()) {
+      co_return std::tuple{wait, std::size_t{0}};
     }
   }
 }
@@ -374,33 +445,42 @@ asio::awaitable<error_code> stream::write(asio::const_buffer buffer) {
       continue;
     }
     const int status = SSL_get_error(ssl_, r);
+    if (status == SSL_ERROR_SYSCALL) {
+      co_return io_failure(errc::protocol_error);
+    }
     if (status != SSL_ERROR_WANT_WRITE) {
       co_return fail(errc::protocol_error);
     }
-    if (auto ec = co_await flush()) {
+    if (auto ec = co_await wait_writable()) {
       co_return ec;
     }
   }
-  co_return co_await flush();
+  co_return error_code{};
 }
 
 asio::awaitable<error_code> stream::shutdown_send() {
   for (;;) {
     ERR_clear_error();
     const int r = SSL_shutdown(ssl_);
-    // 0: our close_notify is queued and the peer's has not arrived; 1: both directions closed.
+    // 0: our close_notify is sent and the peer's has not arrived; 1: both directions closed.
     if (r >= 0) {
       break;
     }
-    if (SSL_get_error(ssl_, r) != SSL_ERROR_WANT_WRITE) {
+    const int status = SSL_get_error(ssl_, r);
+    if (status == SSL_ERROR_SYSCALL) {
+      co_return io_failure(errc::protocol_error);
+    }
+    if (status != SSL_ERROR_WANT_WRITE) {
       co_return fail(errc::protocol_error);
     }
-    if (auto ec = co_await flush()) {
+    if (auto ec = co_await wait_writable()) {
       co_return ec;
     }
   }
-  if (auto ec = co_await flush()) {
-    co_return ec;
+  while (!overflow_.empty()) {
+    if (auto ec = co_await wait_writable()) {
+      co_return ec;
+    }
   }
   error_code ec;
   socket_.shutdown(socket_type::shutdown_send, ec);

@@ -8,6 +8,7 @@
 #include <boost/asio/local/connect_pair.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <doctest/doctest.h>
+#include <openssl/ssl.h>
 
 #include "atls/tls/context.hpp"
 #include "atls/tls/error.hpp"
@@ -108,6 +109,38 @@ TEST_CASE("both ends send and receive 8 MiB at once over tiny socket buffers wit
   CHECK(at_client.size() == size);
   CHECK(at_server == test::pattern_bytes(1, size));
   CHECK(at_client == test::pattern_bytes(2, size));
+}
+
+// Sends `size` bytes in chunks, asking the peer for a KeyUpdate every few chunks: the peer
+// answers with a KeyUpdate of its own, which OpenSSL queues for its next write.
+asio::awaitable<void> send_with_key_updates(stream& s, std::uint64_t seed, std::size_t size) {
+  const auto data = test::pattern_bytes(seed, size);
+  constexpr std::size_t chunk = 64 * 1024;
+  for (std::size_t at = 0, round = 0; at < size; at += chunk, ++round) {
+    if (round % 4 == 3) {
+      REQUIRE(SSL_key_update(s.native_handle(), SSL_KEY_UPDATE_REQUESTED) == 1);
+    }
+    const auto n = std::min(chunk, size - at);
+    REQUIRE_FALSE(co_await s.write(asio::buffer(data.data() + at, n)));
+  }
+  REQUIRE_FALSE(co_await s.shutdown_send());
+}
+
+TEST_CASE("KeyUpdate requests from both ends mid-transfer are answered in order, with no stall") {
+  // Each end changes its receiving keys while the other's records are in flight and its sending
+  // keys between two of its own writes: a record out of order, or a stalled direction, shows.
+  constexpr std::size_t size = 4u << 20;
+  const test::temp_dir dir;
+  stream_pair pair(test::make_pki(dir));
+  std::string at_server;
+  std::string at_client;
+  pair.run([&]() -> asio::awaitable<void> {
+    co_await handshake(*pair.client, *pair.server);
+    co_await (send_with_key_updates(*pair.client, 5, size) && receive(*pair.server, at_server) &&
+              send_with_key_updates(*pair.server, 6, size) && receive(*pair.client, at_client));
+  });
+  CHECK(at_server == test::pattern_bytes(5, size));
+  CHECK(at_client == test::pattern_bytes(6, size));
 }
 
 TEST_CASE("after close_notify in one direction the other direction still carries data") {

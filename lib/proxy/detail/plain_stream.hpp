@@ -20,11 +20,28 @@ class plain_stream {
  public:
   using socket_type = boost::asio::generic::stream_protocol::socket;
 
-  explicit plain_stream(socket_type socket) : socket_(std::move(socket)) {}
+  // try_read_some() needs the socket non-blocking; Asio's asynchronous operations ignore the flag.
+  explicit plain_stream(socket_type socket) : socket_(std::move(socket)) {
+    error_code ignored;
+    socket_.non_blocking(true, ignored);
+  }
 
   boost::asio::awaitable<std::tuple<error_code, std::size_t>> read_some(
       boost::asio::mutable_buffer buffer) {
     return socket_.async_read_some(buffer, boost::asio::as_tuple(boost::asio::use_awaitable));
+  }
+
+  // Reads what has arrived without waiting: asio::error::would_block when nothing has.
+  std::tuple<error_code, std::size_t> try_read_some(boost::asio::mutable_buffer buffer) {
+    error_code ec;
+    const auto n = socket_.read_some(buffer, ec);
+    return {ec, n};
+  }
+
+  boost::asio::awaitable<error_code> wait_readable() {
+    auto [ec] = co_await socket_.async_wait(socket_type::wait_read,
+                                            boost::asio::as_tuple(boost::asio::use_awaitable));
+    co_return ec;
   }
 
   boost::asio::awaitable<error_code> write(boost::asio::const_buffer buffer) {

@@ -1,9 +1,13 @@
-// A TLS 1.3 connection driven from C++20 coroutines over a memory BIO pair.
+// A TLS 1.3 connection driven from C++20 coroutines.
 //
 // Why not asio::ssl::stream: it cannot send close_notify without waiting for the peer's (so TLS
 // half-close, RFC 8446 §6.1, is impossible), and its engine does not understand
-// SSL_ERROR_WANT_ASYNC or WANT_RETRY_VERIFY, which the TPM-backed handshake needs later. Here the
-// SSL object only ever talks to memory; this class moves the bytes.
+// SSL_ERROR_WANT_ASYNC or WANT_RETRY_VERIFY, which the TPM-backed handshake needs.
+//
+// The SSL object reads and writes the non-blocking socket itself, through a BIO of ours: records
+// go from the kernel into OpenSSL's record buffer and back with no intermediate copy, and an idle
+// connection holds no buffer (SSL_MODE_RELEASE_BUFFERS). A memory BIO pair cost a copy of every
+// byte each way and 34 KiB per connection for as long as it lived.
 //
 // Concurrency: one reader and one writer may be active at the same time (the two directions of a
 // relay), both on the socket's executor, which must be a strand when the io_context runs on
@@ -30,7 +34,6 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "atls/common/result.hpp"
-#include "atls/net/async_event.hpp"
 #include "atls/tls/context.hpp"
 #include "atls/tls/error.hpp"
 
@@ -82,6 +85,13 @@ class stream {
   boost::asio::awaitable<std::tuple<error_code, std::size_t>> read_some(
       boost::asio::mutable_buffer buffer);
 
+  // What read_some() does, without waiting: fails with asio::error::would_block when no whole
+  // record has arrived yet. With wait_readable(), lets a caller hold no buffer while idle.
+  std::tuple<error_code, std::size_t> try_read_some(boost::asio::mutable_buffer buffer);
+
+  // Completes when the socket has bytes to read (or an error or EOF to report).
+  boost::asio::awaitable<error_code> wait_readable();
+
   // Encrypts and sends the whole buffer; completes once the bytes are handed to the socket, so
   // a slow peer slows the caller (back-pressure).
   boost::asio::awaitable<error_code> write(boost::asio::const_buffer buffer);
@@ -103,9 +113,17 @@ class stream {
   [[nodiscard]] std::string session_summary() const;
 
  private:
-  boost::asio::awaitable<error_code> fill();   // socket -> SSL
-  boost::asio::awaitable<error_code> flush();  // SSL -> socket, everything SSL has produced
-  void try_send_pending();     // what the socket takes now without waiting; for the read side
+  // OpenSSL's BIO callbacks: the socket, read and written without blocking.
+  static int bio_read(BIO* bio, char* data, int size);
+  static int bio_write(BIO* bio, const char* data, int size);
+  static long bio_ctrl(BIO* bio, int command, long number, void* pointer);
+  int send_to_socket(BIO* bio, const char* data, std::size_t size);
+
+  // Waits until the socket takes output, sending what a read left in overflow_ first.
+  boost::asio::awaitable<error_code> wait_writable();
+  void send_overflow_now();  // what the socket takes of overflow_ without waiting
+  // The error of an SSL call that stopped on the socket (errc::truncated at EOF on a read).
+  error_code io_failure(errc otherwise);
   error_code fail(errc code);  // records the detail for a failed SSL call
   // Records the peer's alert when the error queue's first entry is one; true if it was.
   bool note_received_alert();
@@ -116,10 +134,13 @@ class stream {
   socket_type socket_;
   context context_;
   SSL* ssl_ = nullptr;
-  BIO* network_bio_ = nullptr;  // our end of the pair; SSL owns the other end
-  bool flushing_ = false;
-  net::async_event flushed_;
-  error_code write_error_;
+  // Output that SSL produced while reading (a KeyUpdate answer, an alert) and the socket did not
+  // take at once. The reader never waits for output, or both ends of a relay could stop reading
+  // while their writes wait for each other; the writer sends this first. Normally empty.
+  std::vector<std::uint8_t> overflow_;
+  bool reading_ = false;  // inside SSL_read: output goes to overflow_ rather than blocking
+  bool eof_ = false;      // the socket reported end of stream
+  error_code io_error_;   // the socket's last hard error
   std::string detail_;
   boost::asio::steady_timer key_done_;  // cancelled when the external key has finished
   bool key_done_pending_ = false;
