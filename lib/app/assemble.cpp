@@ -63,19 +63,28 @@ class tpm_identity {
 
   // The TPM, opened (lazily, without I/O) on first use.
   std::shared_ptr<attest::tpm> device() {
+    used_ = true;
     if (!device_) {
       device_ = std::make_shared<attest::tpm>(attest::tpm_options{
           .tcti = settings_.tcti,
           .ak_handle = settings_.ak_handle,
           .tik_handle = settings_.tik_handle,
+          .queue_limit = settings_.queue_limit,
       });
     }
     return device_;
   }
 
+  // The TPM when something since the last call used it (one listener's key or attester), else
+  // null.
+  std::shared_ptr<const attest::tpm> take_use() {
+    return std::exchange(used_, false) ? device_ : nullptr;
+  }
+
   [[nodiscard]] std::string describe() const { return "TPM via " + settings_.tcti; }
 
   detailed_result<tls::external_key> tik() {
+    used_ = true;
     if (!loaded_) {
       loaded_ = true;
       (void)device();
@@ -97,6 +106,7 @@ class tpm_identity {
   const config::tpm_settings& settings_;
   std::shared_ptr<attest::tpm>& device_;
   bool loaded_ = false;
+  bool used_ = false;
   std::optional<tls::external_key> tik_;
   std::optional<failure> error_;
 };
@@ -298,6 +308,7 @@ std::vector<config::diagnostic> build_listeners(const config::daemon_config& con
   tpm_identity identity(config.tpm, tpm);
   for (std::size_t i = 0; i < config.listeners.size(); ++i) {
     const auto& listener = config.listeners[i];
+    (void)identity.take_use();
     auto ctx = make_context(listener, i, identity, errors);
     if (!ctx) {
       continue;
@@ -329,6 +340,7 @@ std::vector<config::diagnostic> build_listeners(const config::daemon_config& con
                               : proxy::proxy_protocol_version::none,
         .audit = config.audit == config::audit_format::json ? attested::audit_format::json
                                                             : attested::audit_format::text,
+        .handshake_tpm = identity.take_use(),
     });
   }
   return errors;
@@ -378,7 +390,8 @@ assembled reassemble(const std::filesystem::path& config_file, const config::dae
   }
   const auto& a = next.tpm;
   const auto& b = running.tpm;
-  if (a.tcti != b.tcti || a.ak_handle != b.ak_handle || a.tik_handle != b.tik_handle) {
+  if (a.tcti != b.tcti || a.ak_handle != b.ak_handle || a.tik_handle != b.tik_handle ||
+      a.queue_limit != b.queue_limit) {
     needs_restart("tpm", "the TPM");
   }
   const bool admin_same = next.admin.has_value() == running.admin.has_value() &&

@@ -692,8 +692,14 @@ struct tpm::worker {
     {
       const std::lock_guard lock(shared_->mutex);
       shared_->jobs.push_back(std::move(job));
+      ++shared_->unfinished;
     }
     shared_->wake.notify_one();
+  }
+
+  [[nodiscard]] std::size_t unfinished() const {
+    const std::lock_guard lock(shared_->mutex);
+    return shared_->unfinished;
   }
 
   [[nodiscard]] bool on_worker_thread() const {
@@ -709,6 +715,7 @@ struct tpm::worker {
     std::mutex mutex;
     std::condition_variable wake;
     std::deque<std::function<void(session&)>> jobs;
+    std::size_t unfinished = 0;  // queued or running
     bool stopping = false;
   };
 
@@ -725,6 +732,9 @@ struct tpm::worker {
         q.jobs.pop_front();
       }
       job(q.tpm_session);
+      job = nullptr;  // what it holds goes before it counts as finished
+      const std::lock_guard lock(q.mutex);
+      --q.unfinished;
     }
   }
 
@@ -736,6 +746,14 @@ tpm::tpm(tpm_options options)
     : options_(std::move(options)), worker_(std::make_unique<worker>(options_)) {}
 
 tpm::~tpm() = default;
+
+std::size_t tpm::queued() const {
+  return worker_->unfinished();
+}
+
+bool tpm::saturated() const {
+  return queued() >= options_.queue_limit;
+}
 
 void tpm::submit(std::function<void(session&)> job) {
   worker_->push(std::move(job));

@@ -19,6 +19,7 @@
 
 #include "detail/checker.hpp"
 #include "detail/verifier_policy.hpp"
+#include <sched.h>
 
 namespace atls::config {
 
@@ -219,7 +220,7 @@ bool valid_binder_label(std::string_view label) {
 constexpr std::string_view root_keys[] = {"log",   "drain_timeout", "threads",  "tpm",
                                           "admin", "watch_config",  "listeners"};
 constexpr std::string_view admin_keys[] = {"listen", "allow_non_loopback", "probe_every"};
-constexpr std::string_view tpm_keys[] = {"tcti", "ak_handle", "tik_handle"};
+constexpr std::string_view tpm_keys[] = {"tcti", "ak_handle", "tik_handle", "queue_limit"};
 constexpr std::string_view log_keys[] = {"level", "audit"};
 // In the order of enum audit_format.
 constexpr std::string_view audit_formats[] = {"text", "json"};
@@ -402,6 +403,11 @@ class checker : public detail::checker_base {
     }
     if (tik != nullptr) {
       out.tik_handle = get_persistent_handle(tik->value).value_or(out.tik_handle);
+    }
+    if (const auto* e = m->find("queue_limit")) {
+      if (const auto n = get_integer(e->value, 1, 4096)) {
+        out.queue_limit = static_cast<std::size_t>(*n);
+      }
     }
     if (out.ak_handle == out.tik_handle) {
       const auto& where = tik != nullptr ? tik->value : ak != nullptr ? ak->value : v;
@@ -1406,6 +1412,15 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
     return std::nullopt;
   }
   return q.value;
+}
+
+unsigned usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) {
+    return 1;
+  }
+  return static_cast<unsigned>(std::clamp(CPU_COUNT(&set), 1, 64));
 }
 
 }  // namespace atls::config

@@ -177,6 +177,11 @@ std::string format_duration(std::chrono::milliseconds d) {
   return std::to_string(d.count()) + "ms";
 }
 
+// A fatal internal_error alert as a plaintext TLS record (RFC 8446 §5.1, §6.2): what a client
+// that sent its ClientHello is told when it is refused before the handshake starts.
+constexpr std::array<std::uint8_t, 7> internal_error_alert{0x15, 0x03, 0x03, 0x00,
+                                                           0x02, 0x02, 0x50};
+
 class session {
  public:
   session(std::shared_ptr<listener_state> listener, std::shared_ptr<const listener_options> options,
@@ -213,6 +218,10 @@ class session {
 
   // TLS from the network is authenticated before the workload sees a single byte.
   asio::awaitable<void> serve_inbound() {
+    if (tpm_saturated()) {
+      co_await refuse_with_alert();
+      co_return;
+    }
     set_deadline(options_.timeouts.handshake, "handshake");
     tls::stream client(std::move(client_), options_.tls);
     std::optional<attested::attested_stream> attested;
@@ -238,6 +247,9 @@ class session {
   }
 
   asio::awaitable<void> serve_outbound() {
+    if (tpm_saturated()) {
+      co_return;  // the workload's connection closes before any byte
+    }
     plain_stream workload(std::move(client_));
     set_deadline(options_.timeouts.connect, "connect");
     auto upstream = co_await connect_upstream();
@@ -257,6 +269,35 @@ class session {
     } else {
       co_await relay_bounded(workload, remote);
     }
+  }
+
+  // The client learns of a refusal before the handshake from a TLS alert rather than a bare
+  // close. Its ClientHello is read and dropped after the alert, briefly: closing with unread
+  // input would reset the connection, and the reset could overtake the alert.
+  asio::awaitable<void> refuse_with_alert() {
+    set_deadline(std::chrono::seconds(1), "refusal");
+    auto [ec, n] =
+        co_await asio::async_write(client_, asio::buffer(internal_error_alert), use_tuple);
+    (void)n;
+    error_code ignored;
+    client_.shutdown(socket_type::shutdown_send, ignored);
+    std::array<char, 512> discard{};
+    while (!ec) {
+      std::tie(ec, n) = co_await client_.async_read_some(asio::buffer(discard), use_tuple);
+    }
+  }
+
+  // A handshake that needs the TPM would wait behind a full queue and most likely time out:
+  // refuse it now, so that the client can retry elsewhere and the TPM catches up.
+  bool tpm_saturated() {
+    const auto& tpm = options_.handshake_tpm;
+    if (!tpm || !tpm->saturated()) {
+      return false;
+    }
+    record("tpm_busy", "the TPM's queue is full (" + std::to_string(tpm->queued()) +
+                           " commands; tpm.queue_limit " +
+                           std::to_string(tpm->options().queue_limit) + ")");
+    return true;
   }
 
   // The TLS handshake and the attestation the settings ask for, either mode, either side: false

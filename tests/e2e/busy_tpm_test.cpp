@@ -21,6 +21,7 @@
 
 #include "atls/common/openssl_ptr.hpp"
 
+#include "e2e/admin_client.hpp"
 #include "e2e/attestation_configs.hpp"
 #include "e2e/configs.hpp"
 #include "e2e/tpm_identity.hpp"
@@ -306,6 +307,69 @@ TEST_CASE(
   CHECK(load->failed() == 0);
   CHECK(load->succeeded() >= attesting_clients);
   CHECK(server.wait_for_log("attestation=\"self=accepted\""));
+}
+
+TEST_CASE(
+    "with the TPM's queue full, a new attested connection is refused at once as tpm_busy, and "
+    "served again once the queue drains") {
+  const temp_dir dir;
+  const auto p = make_pki(dir);
+  const tpm_identity tik(dir, p, "DNS:server.test", "serverAuth");
+  slow_tpm_proxy tpm(tik.simulator);
+  loopback_server origin(http_responder("attested\n"));
+  const auto attested_port = free_port();
+  const auto relying_port = free_port();
+  const auto admin_port = free_port();
+  // One command may wait or run at a time: an attested handshake in progress fills the queue.
+  atlsd server(
+      dir, "server",
+      header("tpm:\n  tcti: \"" + tpm.tcti() + "\"\n  queue_limit: 1\n" + admin_block(admin_port)) +
+          attesting_inbound(attested_port, origin.port(), tik, {.name = "attested"}));
+  atlsd relying_party(
+      dir, "relying",
+      header() +
+          relying_outbound("out", relying_port, attested_port, p,
+                           peer_block({.trusted_ak = trusted_pem(write_ak(dir, tik, "ak.pem"))})));
+  // A readiness probe's TPM command may fill the queue for a moment: a refusal then is right.
+  bool served = false;
+  for (int i = 0; i < 5 && !served; ++i) {
+    served = curl_http(relying_port).out == "attested\n";
+  }
+  REQUIRE(served);
+
+  // A connection whose handshake holds the TPM for a long time.
+  tpm.set_delay(3s);
+  std::thread slow([&] { (void)curl_http(relying_port); });
+  const auto deadline = clock::now() + 10s;
+  while (tpm.in_flight() == 0 && clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE(tpm.in_flight() > 0);
+
+  // Meanwhile a client that connects straight to the attesting listener is turned away with a
+  // TLS alert, well before the held command would finish.
+  const auto started = clock::now();
+  const auto refused = run({"openssl", "s_client", "-connect", local(attested_port), "-tls1_3",
+                            "-servername", "server.test", "-CAfile", (p / "ca.crt").string()},
+                           20s);
+  const auto took = clock::now() - started;
+  INFO(refused.out);
+  INFO(refused.err);
+  CHECK(refused.exit_code != 0);
+  CHECK(refused.err.find("alert internal error") != std::string::npos);
+  CHECK(took < 2s);
+  CHECK(
+      server.wait_for_log("outcome=tpm_busy reason=\"the TPM's queue is full (1 commands; "
+                          "tpm.queue_limit 1)\""));
+  CHECK(scrape(admin_port)
+            .value_of("atlsd_connections_total",
+                      {{"listener", "attested"}, {"outcome", "tpm_busy"}}) >= 1);
+
+  tpm.set_delay(0ms);
+  slow.join();
+  const auto again = curl_http(relying_port);
+  INFO(server.log());
+  CHECK(again.out == "attested\n");
 }
 
 }  // namespace

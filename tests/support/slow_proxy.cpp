@@ -143,6 +143,13 @@ int slow_tpm_proxy::answered() const {
       std::count_if(commands_.begin(), commands_.end(), [](const auto& c) { return c.answered; }));
 }
 
+int slow_tpm_proxy::in_flight() const {
+  const std::lock_guard lock(mutex_);
+  return static_cast<int>(std::count_if(commands_.begin(), commands_.end(), [](const auto& c) {
+    return c.ended == clock::time_point::max();
+  }));
+}
+
 int slow_tpm_proxy::answered_between(clock::time_point from, clock::time_point to) const {
   const std::lock_guard lock(mutex_);
   return static_cast<int>(std::count_if(commands_.begin(), commands_.end(), [&](const auto& c) {

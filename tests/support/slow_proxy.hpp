@@ -38,6 +38,8 @@ class slow_tpm_proxy {
 
   // TPM commands answered so far.
   [[nodiscard]] int answered() const;
+  // TPM commands received and not yet answered (or given up on).
+  [[nodiscard]] int in_flight() const;
   // TPM commands whose answer went back within [from, to].
   [[nodiscard]] int answered_between(clock::time_point from, clock::time_point to) const;
   // How long, within [from, to], at least one TPM command was in flight: received from the

@@ -145,7 +145,8 @@ listeners:
   const auto& c = valid(r);
   CHECK(c.log_level == log_level::info);
   CHECK(c.drain_timeout == 30s);
-  CHECK(c.threads == 2);
+  CHECK(c.threads == usable_cores());
+  CHECK(c.tpm.queue_limit == 64);
   REQUIRE(c.listeners.size() == 1);
   const auto& l = c.listeners[0];
   CHECK(l.where.line == 2);
@@ -210,6 +211,7 @@ tpm:
   tcti: swtpm:host=127.0.0.1,port=2321
   ak_handle: 0x81000200
   tik_handle: "0x81000201"
+  queue_limit: 8
 listeners:
   - name: in
     mode: inbound
@@ -232,10 +234,11 @@ listeners:
   CHECK(c.tpm.tcti == "swtpm:host=127.0.0.1,port=2321");
   CHECK(c.tpm.ak_handle == 0x81000200);
   CHECK(c.tpm.tik_handle == 0x81000201);
+  CHECK(c.tpm.queue_limit == 8);
   const auto& in = std::get<inbound_tls>(c.listeners.at(0).tls);
   REQUIRE(std::holds_alternative<tpm_key_ref>(in.key));
   CHECK(std::get<tpm_key_ref>(in.key).key == "listeners[0].tls.key");
-  CHECK(std::get<tpm_key_ref>(in.key).where.line == 12);
+  CHECK(std::get<tpm_key_ref>(in.key).where.line == 13);
   const auto& out = std::get<outbound_tls>(c.listeners.at(1).tls);
   REQUIRE(out.key.has_value());
   CHECK(std::holds_alternative<tpm_key_ref>(*out.key));
@@ -319,6 +322,18 @@ listeners:
 )");
   CHECK(contains(error_for(junk, "tpm.tik_handle").message, "not an owner persistent handle"));
   CHECK(error_for(junk, "tpm.tcti").where.line == 1);
+}
+
+TEST_CASE("a TPM queue limit of zero, or beyond 4096, is rejected") {
+  for (const auto* limit : {"0", "4097", "-1", "many"}) {
+    CAPTURE(limit);
+    const auto r = load(std::string("tpm: {queue_limit: ") + limit + R"(}
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080,
+     tls: {cert: a.crt, key: a.key}}
+)");
+    CHECK(error_for(r, "tpm.queue_limit").where.line == 1);
+  }
 }
 
 TEST_CASE("an unknown key is reported with its line and key path") {

@@ -55,6 +55,9 @@ struct tpm_options {
   std::string tcti = "device:/dev/tpmrm0";  // tpm2-tss TCTI loader syntax: "swtpm:port=2321"
   std::uint32_t ak_handle = default_ak_handle;
   std::uint32_t tik_handle = default_tik_handle;
+  // saturated() from this many commands queued or running. Commands are never refused here;
+  // callers that can turn work away (new handshakes) ask first.
+  std::size_t queue_limit = 64;
 };
 
 struct key_info {
@@ -123,6 +126,12 @@ class tpm {
   // no key and no crypto worth measuring: the benchmark's transport baseline. Fails with
   // tpm_errc::bad_argument for n outside 1..32.
   [[nodiscard]] result<bytes> random(std::size_t n);
+
+  // Commands queued or running, in the order they will run (first come, first served).
+  [[nodiscard]] std::size_t queued() const;
+  // queued() has reached options().queue_limit: a new handshake would wait behind a full queue
+  // and likely time out, so it is better refused now. Safe from any thread.
+  [[nodiscard]] bool saturated() const;
 
   // Queues fn on the worker and returns at once; fn runs there, its TPM calls inline. For code
   // that can neither block nor await, such as an OpenSSL callback inside a TLS handshake.

@@ -50,6 +50,9 @@ struct tpm_settings {
   std::string tcti = "device:/dev/tpmrm0";  // tpm2-tss TCTI: device:…, swtpm:…, tabrmd
   std::uint32_t ak_handle = 0x81000100;     // owner persistent handles, 0x81000000-0x817fffff
   std::uint32_t tik_handle = 0x81000101;
+  // Beyond this many TPM commands waiting or running, new connections whose handshake needs the
+  // TPM are refused at once (attest::tpm_options::queue_limit).
+  std::size_t queue_limit = 64;
 };
 
 // "key: tpm:tik": the TLS private key is the TPM's TLS identity key, which never leaves the TPM.
@@ -199,11 +202,15 @@ struct admin_settings {
   std::chrono::milliseconds probe_every{std::chrono::seconds(5)};
 };
 
+// The CPUs this process may run on (its affinity mask, which cpusets and systemd's CPUAffinity=
+// narrow), from 1 to 64: the default number of connection threads.
+[[nodiscard]] unsigned usable_cores();
+
 struct daemon_config {
   config::log_level log_level = config::log_level::info;
   config::audit_format audit = audit_format::text;
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
-  unsigned threads = 2;
+  unsigned threads = usable_cores();
   tpm_settings tpm;
   std::optional<admin_settings> admin;
   // Set: the config file is re-read this often and reloaded when its content changed, as a

@@ -13,6 +13,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include "atls/attest/tpm.hpp"
 #include "atls/attested/audit.hpp"
 #include "atls/attested/settings.hpp"
 #include "atls/common/result.hpp"
@@ -57,6 +58,10 @@ struct listener_options {
   proxy_protocol_version proxy_protocol = proxy_protocol_version::none;  // inbound only
   // The form of the attestation audit lines (attested/audit.hpp), one per decision.
   attested::audit_format audit = attested::audit_format::text;
+  // Set when this listener's handshakes use the TPM (its key is there, or it attests): while the
+  // TPM is saturated(), new connections are refused at once with outcome `tpm_busy` instead of
+  // queueing into a handshake timeout.
+  std::shared_ptr<const attest::tpm> handshake_tpm;
 };
 
 // What a reload did, by listener name.
