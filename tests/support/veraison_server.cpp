@@ -1189,7 +1189,39 @@ class veraison_server::impl {
     claims["submods"] = json::object{{scheme_name, std::move(submodule)}};
 
     EVP_PKEY* key = faults_.sign_with_wrong_key.load() ? wrong_key_.get() : ear_key_.get();
-    return sign_jwt(key, verify::jws_algorithm::es256, json::serialize(claims));
+    auto token = sign_jwt(key, verify::jws_algorithm::es256, json::serialize(claims));
+    return forge_ear(std::move(token), claims);
+  }
+
+  // --- Forged EARs, for the attack suite (veraison_faults::unsigned_ear, tampered_ear). ---
+  // `token` is the genuine compact JWS of `claims`; returns it, or the forgery a fault asks for.
+  [[nodiscard]] std::string forge_ear(std::string token, json::object claims) const {
+    const auto text_b64 = [](std::string_view text) {
+      return base64url_raw(
+          std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+    };
+    if (faults_.unsigned_ear.load()) {
+      // RFC 7515 §A.5: header.payload. with an empty signature.
+      return text_b64(R"({"alg":"none","typ":"JWT"})") + "." + text_b64(json::serialize(claims)) +
+             ".";
+    }
+    if (faults_.tampered_ear.load()) {
+      // Keep the header and signature of the genuine token; swap in claims that say more.
+      auto& submods = claims["submods"].as_object();
+      for (auto& entry : submods) {
+        auto& submodule = entry.value().as_object();
+        submodule["ear.status"] = "affirming";
+        // Changed even when the genuine result already was affirming.
+        submodule["ear.appraisal-policy-id"] = "policy:forged";
+        for (auto& claim : submodule["ear.trustworthiness-vector"].as_object()) {
+          claim.value() = 2;
+        }
+      }
+      const auto first = token.find('.');
+      const auto second = token.find('.', first + 1);
+      return token.substr(0, first + 1) + text_b64(json::serialize(claims)) + token.substr(second);
+    }
+    return token;
   }
 
   veraison_server_options options_;

@@ -45,6 +45,14 @@ struct veraison_faults {
   std::atomic<int> answer_processing{0};  // answer the next N evidence posts 202 "processing"
   std::atomic<bool> sign_with_wrong_key{false};  // EARs signed by a key not in discovery
   std::atomic<bool> expired_ear{false};          // EARs with iat an hour ago and exp in the past
+
+  // --- Forged EARs, for the attack suite (tests/e2e/attacks_test.cpp). ---
+  // EARs with the JOSE header {"alg":"none"} and an empty signature (RFC 7515 §A.5 unsecured
+  // JWS), claims otherwise as a genuine one.
+  std::atomic<bool> unsigned_ear{false};
+  // EARs whose payload was changed after signing: ear.status affirming, every trust claim 2 and
+  // another appraisal policy id, under the signature of the genuine claims.
+  std::atomic<bool> tampered_ear{false};
 };
 
 class veraison_server {
