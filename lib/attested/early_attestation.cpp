@@ -683,11 +683,11 @@ bool early_attestation::peer_attests() const {
   return is_server_ ? client_scheme_.has_value() : server_scheme_.has_value();
 }
 
-result<void> early_attestation::outcome() const {
+result<void> early_attestation::outcome(const error_code& handshake) const {
   if (error_) {
     return error_;
   }
-  if (settings_.peer && settings_.peer->required && !peer_result_) {
+  if (!handshake && settings_.peer && settings_.peer->required && !peer_result_) {
     return make_error_code(peer_attests() ? tls::errc::no_evidence
                                           : tls::errc::attestation_required);
   }

@@ -334,7 +334,7 @@ class session {
 
   // Intra-handshake attestation: false when the engine refused (the outcome is recorded).
   bool early_outcome(const attested::early_attestation& early, const error_code& handshake) {
-    auto outcome = early.outcome();
+    auto outcome = early.outcome(handshake);
     if (!outcome) {
       record_attestation_failure(outcome.error(), early.detail());
       return false;

@@ -594,17 +594,11 @@ TEST_CASE(
   check_stripped_offer(false);
 }
 
-// BUG (reported to the lead): intra-handshake, the client logs and counts this handshake failure
-// as `attestation_required: attestation required but not negotiated` (audit line and metric),
-// although the handshake failed with bad_record_mac before the server's EncryptedExtensions could
-// be read: early_attestation::outcome() reports a missing peer result as attestation_required
-// whatever ended the handshake, and session.cpp consults it before the handshake's own error.
-// The connection is refused either way; the reason blames the server for not attesting. This
-// case states the right expectation and is marked should_fail until that is fixed.
+// The client must report the broken handshake, not blame the server for not attesting: the
+// offer never reached it.
 TEST_CASE(
     "a man in the middle who strips the attestation offer from the ClientHello breaks the "
-    "handshake (intra-handshake)" *
-    doctest::should_fail()) {
+    "handshake (intra-handshake)") {
   check_stripped_offer(true);
 }
 

@@ -138,7 +138,7 @@ run_result handshake(const tls::context& client_ctx, const std::optional<setting
     if (!e) {
       return;
     }
-    s.outcome = e->outcome();
+    s.outcome = e->outcome(s.handshake);
     s.detail = e->detail();
     s.peer_result = e->peer_result();
     s.attested = e->attested();
@@ -393,7 +393,7 @@ TEST_CASE("openssl s_client against a server that requires client attestation ge
         early_attestation engine(server, server_settings);
         side s;
         s.handshake = co_await server.handshake();
-        s.outcome = engine.outcome();
+        s.outcome = engine.outcome(s.handshake);
         server.close();
         seen = s;
       },

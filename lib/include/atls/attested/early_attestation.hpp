@@ -68,12 +68,15 @@ class early_attestation {
   early_attestation(early_attestation&&) = delete;
   early_attestation& operator=(early_attestation&&) = delete;
 
-  // After handshake(): success when every attestation our policy asks for was given and
-  // accepted (or none was asked for). Otherwise the first failure on our side: the reason is
-  // reason_of(error), the detail says more. Also fails with tls::errc::attestation_required
-  // when the handshake completed although our policy required the peer's attestation and it
-  // was not given (defence in depth; the callbacks refuse such a handshake first).
-  [[nodiscard]] result<void> outcome() const;
+  // After handshake(), given its result: success when every attestation our policy asks for
+  // was given and accepted (or none was asked for). Otherwise the first failure on our side:
+  // the reason is reason_of(error), the detail says more. Also fails with
+  // tls::errc::attestation_required when the handshake completed although our policy required
+  // the peer's attestation and it was not given (defence in depth; the callbacks refuse such a
+  // handshake first). A handshake that failed before any attestation was judged (a transcript
+  // broken in transit, a peer that is not TLS) is not an attestation failure: success then, and
+  // the handshake's own error stands.
+  [[nodiscard]] result<void> outcome(const error_code& handshake) const;
   [[nodiscard]] const std::string& detail() const { return detail_; }
 
   // The peer's accepted attestation result, when we are its relying party and it attested.
