@@ -250,6 +250,11 @@ asio::awaitable<error_code> attested_stream::send_frame(tls::frame_type type,
       co_return error_code{asio::error::operation_aborted};
     }
   }
+  if (we_closed_ && type != tls::frame_type::data) {
+    // An answer or verdict that our close_notify overtook while it was prepared: TLS can carry
+    // nothing after it, and the peer stops expecting one when the close_notify arrives.
+    co_return error_code{};
+  }
   auto header = tls::encode_frame_header(type, payload.size());
   if (!header) {
     co_return fail(header.error(), "frame too large");
@@ -282,6 +287,10 @@ asio::awaitable<result<tls::frame>> attested_stream::next_frame() {
     if (ec == asio::error::eof && reader_.buffered() > 0) {
       co_return fail(tls::errc::malformed_frame, "the stream ended inside a frame");
     }
+    if (ec == asio::error::eof) {
+      peer_closed_ = true;
+      pending_request_.reset();  // its answer can no longer come
+    }
     if (ec) {
       detail_ = tls_.error_detail();
       co_return ec;
@@ -295,6 +304,10 @@ asio::awaitable<error_code> attested_stream::handle(tls::frame& frame) {
     case tls::frame_type::authenticator_request:
       if (!roles_.we_attest) {
         co_return fail(tls::errc::malformed_frame, "an authenticator request we did not agree to");
+      }
+      if (we_closed_) {
+        // Crossed our close_notify; the peer drops it when that arrives.
+        co_return error_code{};
       }
       co_return co_await answer_request(frame.payload);
     case tls::frame_type::authenticator:
@@ -544,6 +557,7 @@ asio::awaitable<error_code> attested_stream::shutdown_send() {
       co_return error_code{asio::error::operation_aborted};
     }
   }
+  we_closed_ = true;
   const auto ec = co_await tls_.shutdown_send();
   co_return ec;
 }

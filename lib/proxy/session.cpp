@@ -591,6 +591,17 @@ class session {
       if (ec) {
         co_return;  // the relay ended
       }
+      if (!network.can_reattest()) {
+        // One direction has ended (a close_notify went one way), so no round can complete: the
+        // rest of the stream runs under the last accepted round (PROTOCOL-NOTES.md, post-handshake
+        // exchange, "half-closed connection"). Wait for the relay to end without asking again.
+        spdlog::debug("listener={} id={} half-closed: no further re-attestation rounds",
+                      options_.name, control_->id);
+        timer.expires_at(asio::steady_timer::time_point::max());
+        auto [ended] = co_await timer.async_wait(use_tuple);
+        (void)ended;
+        co_return;
+      }
       if (network.awaiting_answer()) {
         // The attester is still at the last request (a quote from a busy or hardware TPM can
         // take a while): it has the handshake timeout, or one period if that is longer.
@@ -649,6 +660,9 @@ class session {
       if (network->awaiting_answer()) {
         continue;  // the answer on its way is judged by the new rules
       }
+      if (!network->can_reattest()) {
+        continue;  // half-closed: see reattest_periodically
+      }
       ++audit_round_;
       requested_at_ = clock::now();
       if (auto failed = co_await network->reattest()) {
@@ -706,8 +720,8 @@ class session {
     phase_ = "idle";
     timer_.cancel();  // the watchdog switches to the idle rule
     abort_legs_ = [&client, &upstream] {
-      client.close();
-      upstream.close();
+      abort_leg(client);
+      abort_leg(upstream);
     };
     auto& relayed = metrics::process().relayed_bytes;
     auto& to_upstream = relayed.with({options_.name, "client_to_upstream"});
@@ -752,6 +766,18 @@ class session {
       counter += n;
       relayed.inc(static_cast<double>(n));
       last_activity_ = clock::now();
+    }
+  }
+
+  // A relay that fails mid-stream must not look finished to either end: a plaintext leg is
+  // reset (a FIN would pass a truncated stream off as complete), a TLS leg closes without
+  // close_notify, which its peer reads as truncation.
+  template <class Leg>
+  static void abort_leg(Leg& leg) {
+    if constexpr (requires { leg.reset(); }) {
+      leg.reset();
+    } else {
+      leg.close();
     }
   }
 

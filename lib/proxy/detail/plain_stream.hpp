@@ -63,6 +63,14 @@ class plain_stream {
     socket_.close(ignored);
   }
 
+  // Closes with a TCP RST (SO_LINGER 0), so that the other end sees an error and not an end of
+  // stream. Unix sockets have no reset; their peer sees the close.
+  void reset() {
+    error_code ignored;
+    socket_.set_option(boost::asio::socket_base::linger(true, 0), ignored);
+    socket_.close(ignored);
+  }
+
   [[nodiscard]] const std::string& error_detail() const { return no_detail_; }
   socket_type& socket() { return socket_; }
 

@@ -109,6 +109,11 @@ class attested_stream {
   boost::asio::awaitable<error_code> reattest();
   // Whether a request we sent is still unanswered.
   [[nodiscard]] bool awaiting_answer() const { return pending_request_.has_value(); }
+  // Whether a round can still be held: it needs both directions, and TLS 1.3 sends nothing after
+  // a close_notify. Once either side has sent one, no request is answered: a request of ours
+  // still waiting is dropped when the peer's close_notify arrives, and a request that reaches us
+  // after ours is ignored.
+  [[nodiscard]] bool can_reattest() const { return !we_closed_ && !peer_closed_; }
 
   // From now on the peer's answers, including one already on its way, are judged by `next.peer`
   // (a reloaded policy). `next` must keep this stream's mode, binder and code points, which
@@ -177,6 +182,8 @@ class attested_stream {
   bytes data_;  // payload of the data frame being delivered
   std::size_t data_offset_ = 0;
   bool writing_ = false;
+  bool we_closed_ = false;    // shutdown_send() sent our close_notify
+  bool peer_closed_ = false;  // the peer's close_notify arrived
   net::async_event written_;
   bytes out_;  // the frame being written
 
