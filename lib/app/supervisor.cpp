@@ -46,7 +46,13 @@ void apply_log_level(config::log_level level) {
 
 namespace {
 
+// The file's content, or nothing when it is not a regular file: a FIFO in its place would block
+// the loop that watches it (the reload that follows reports what is wrong).
 std::string read_whole(const std::filesystem::path& file) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) {
+    return {};
+  }
   std::ifstream in(file, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }

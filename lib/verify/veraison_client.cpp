@@ -30,6 +30,7 @@
 #include <spdlog/spdlog.h>
 
 #include "atls/attest/evidence.hpp"
+#include "atls/common/log_quote.hpp"
 #include "atls/metrics/atlsd_metrics.hpp"
 #include "atls/verify/ear.hpp"
 #include "atls/verify/error.hpp"
@@ -138,7 +139,9 @@ struct http_answer {
   std::string body;
 };
 
-// The problem+json "detail" (RFC 9457) for the log, or the start of the body.
+// The problem+json "detail" (RFC 9457), or the start of the body, quoted for the log: the
+// verifier, or whoever sits on a plain-HTTP path to it, chooses these bytes and must not be able
+// to end the line and write one of its own.
 std::string problem_detail(const http_answer& answer) {
   if (bare_media_type(answer.content_type) == problem_media_type) {
     error_code ec;
@@ -146,11 +149,11 @@ std::string problem_detail(const http_answer& answer) {
     if (!ec && value.is_object()) {
       if (const auto* detail = value.as_object().if_contains("detail");
           detail != nullptr && detail->is_string()) {
-        return std::string(detail->as_string());
+        return quote_for_log(std::string_view(detail->as_string()).substr(0, 200));
       }
     }
   }
-  return answer.body.substr(0, 200);
+  return quote_for_log(std::string_view(answer.body).substr(0, 200));
 }
 
 // An answer other than the one expected: logged with its problem detail, and classed so that

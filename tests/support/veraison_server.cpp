@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <ctime>
 #include <exception>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -22,9 +23,11 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -41,6 +44,7 @@
 #include "atls/verify/local_verifier.hpp"
 
 #include "support/jws_signer.hpp"
+#include <fcntl.h>
 
 namespace atls::test {
 namespace {
@@ -695,6 +699,7 @@ class veraison_server::impl {
       ssl_->use_private_key_file(options_.tls_key_file, asio::ssl::context::pem);
     }
     acceptor_.emplace(*io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    close_on_exec(acceptor_->native_handle());
     base_url_ = std::string(ssl_ ? "https" : "http") +
                 "://127.0.0.1:" + std::to_string(acceptor_->local_endpoint().port());
     asio::co_spawn(*io_, accept_loop(), [](const std::exception_ptr&) {});
@@ -709,6 +714,7 @@ class veraison_server::impl {
       thread_.join();
     }
     acceptor_.reset();
+    paused_.reset();  // fault suite: a guard left by stop_listening() goes before its io_context
     io_.reset();
   }
 
@@ -720,6 +726,32 @@ class veraison_server::impl {
   [[nodiscard]] const std::string& base_url() const { return base_url_; }
   [[nodiscard]] const std::string& ear_key_jwk() const { return ear_jwk_; }
   [[nodiscard]] veraison_faults& faults() { return faults_; }
+
+  // Fault suite: the service stopped and started again on the same port.
+  void stop_listening() {
+    on_server_thread([this] {
+      // With the accept loop gone and no connection open, io_->run() would return and end the
+      // server's thread; the guard keeps it until resume_listening().
+      paused_.emplace(io_->get_executor());
+      stopped_ = true;
+      boost::system::error_code ignored;
+      acceptor_->close(ignored);
+    });
+  }
+  void resume_listening() {
+    on_server_thread([this] {
+      const auto port =
+          static_cast<std::uint16_t>(std::stoi(base_url_.substr(base_url_.rfind(':') + 1)));
+      // The old acceptor's accept has been aborted; reuse_address lets the port be bound again
+      // while connections it accepted linger in TIME_WAIT.
+      acceptor_.emplace(*io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), true);
+      close_on_exec(acceptor_->native_handle());
+      stopped_ = false;
+      asio::co_spawn(*io_, accept_loop(), [](const std::exception_ptr&) {});
+      paused_.reset();
+    });
+  }
+
   [[nodiscard]] std::size_t requests() const { return requests_.load(); }
   [[nodiscard]] std::size_t connections() const { return connections_.load(); }
   [[nodiscard]] std::size_t unauthorized() const { return unauthorized_.load(); }
@@ -730,6 +762,39 @@ class veraison_server::impl {
   }
 
  private:
+  // Asio opens sockets without FD_CLOEXEC, so every atlsd a test starts would inherit the
+  // listening socket and the open connections, and keep them open after the server closes
+  // them: a stopped server would still take connections into a daemon's backlog, and its port
+  // could not be bound again.
+  static void close_on_exec(int fd) { ::fcntl(fd, F_SETFD, FD_CLOEXEC); }
+
+  // Fault suite: runs f on the server's thread and waits for it; rethrows what it threw.
+  template <class F>
+  void on_server_thread(F f) {
+    std::promise<void> done;
+    auto finished = done.get_future();
+    asio::post(*io_, [&f, &done] {
+      try {
+        f();
+        done.set_value();
+      } catch (...) {
+        done.set_exception(std::current_exception());
+      }
+    });
+    finished.get();
+  }
+
+  // Fault suite: the answer's status and headers as a working service sends them (200 for the
+  // client's sake), and a body that is neither JSON nor a JWS: a NUL, invalid UTF-8, and a
+  // newline followed by garbage_forged_line, which a client that logs the body unescaped
+  // writes into its log as a line of its own.
+  static void garble(response& res) {
+    res.result(http::status::ok);
+    res.body() = std::string("\x00\xff{\"status\": eyJhbGciOi...not json, not an EAR\n", 47) +
+                 std::string(garbage_forged_line);
+    res.prepare_payload();
+  }
+
   asio::awaitable<void> accept_loop() {
     while (acceptor_->is_open()) {
       auto [ec, socket] = co_await acceptor_->async_accept(use_tuple);
@@ -740,6 +805,7 @@ class veraison_server::impl {
         continue;
       }
       ++connections_;
+      close_on_exec(socket.native_handle());
       asio::co_spawn(*io_, serve_socket(std::move(socket)), [](const std::exception_ptr&) {});
     }
   }
@@ -798,7 +864,7 @@ class veraison_server::impl {
       }
       ++requests_;
       request req = parser.release();
-      if (take(faults_.drop_connection)) {
+      if (take(faults_.drop_connection) || stopped_) {
         co_return false;
       }
       if (const int delay = faults_.delay_ms.load(); delay > 0) {
@@ -806,6 +872,9 @@ class veraison_server::impl {
         co_await timer.async_wait(use_tuple);
       }
       auto res = answer(req);
+      if (faults_.garbage_answers.load()) {
+        garble(res);
+      }
       auto [write_error, written] = co_await http::async_write(stream, res, use_tuple);
       if (write_error) {
         co_return false;
@@ -1226,6 +1295,9 @@ class veraison_server::impl {
 
   veraison_server_options options_;
   veraison_faults faults_;
+  // Fault suite: between stop_listening() and resume_listening(). Touched on io_'s thread only.
+  bool stopped_ = false;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> paused_;
   unique_pkey ear_key_;
   unique_pkey wrong_key_;  // never published: EARs it signs must fail verification
   std::string ear_jwk_;
@@ -1255,6 +1327,12 @@ std::string veraison_server::ear_key_jwk() const {
 }
 veraison_faults& veraison_server::faults() {
   return impl_->faults();
+}
+void veraison_server::stop_listening() {
+  impl_->stop_listening();
+}
+void veraison_server::resume_listening() {
+  impl_->resume_listening();
 }
 std::size_t veraison_server::requests() const {
   return impl_->requests();

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <variant>
 
 #include "atls/verify/local_verifier.hpp"
@@ -53,7 +54,16 @@ struct veraison_faults {
   // EARs whose payload was changed after signing: ear.status affirming, every trust claim 2 and
   // another appraisal policy id, under the signature of the genuine claims.
   std::atomic<bool> tampered_ear{false};
+  // Fault suite (tests/e2e/faults_test.cpp): a service that has gone wrong without going away.
+  // While set, every request (discovery included) is answered 200 with a body that claims to be
+  // JSON and is neither JSON nor an EAR: bytes a client must refuse rather than trust.
+  std::atomic<bool> garbage_answers{false};
 };
+
+// Fault suite: the last line of a garbage answer, shaped like an atlsd audit line that accepts a
+// peer, so that a test can show it never reaches the log as a line of its own.
+inline constexpr std::string_view garbage_forged_line =
+    "1970-01-01T00:00:00.000 info attestation listener=forged id=1 outcome=accepted";
 
 class veraison_server {
  public:
@@ -70,6 +80,15 @@ class veraison_server {
   // The published EAR key (the JWK of discovery's ear-verification-key).
   [[nodiscard]] std::string ear_key_jwk() const;
   [[nodiscard]] veraison_faults& faults();
+
+  // Fault suite (tests/e2e/faults_test.cpp): the service stopped and started again.
+  // stop_listening() closes the listening port, so that connects are refused, and closes each open
+  // connection when its next request arrives, without answering it; resume_listening() listens
+  // again on the same port, with the same keys and sessions. Both return once the server's thread
+  // has done it; call them from any thread but the server's. resume_listening() throws when the
+  // port cannot be bound again.
+  void stop_listening();
+  void resume_listening();
 
   // What the server saw, for assertions.
   [[nodiscard]] std::size_t requests() const;       // HTTP requests read

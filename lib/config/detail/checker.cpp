@@ -11,6 +11,10 @@
 
 #include "atls/common/hex.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 namespace atls::config::detail {
 
 namespace {
@@ -472,13 +476,26 @@ std::optional<std::string> read_file(const fs::path& path, std::string_view what
   };
   const std::string cannot_read = "cannot read " + std::string(what) + ": ";
 
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
+  // Non-blocking open, then only a regular file is read: a FIFO (or a device) in the file's
+  // place would otherwise block the reload, and with it the loop that runs the daemon.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    return file_error(cannot_read + std::generic_category().message(errno));
+  }
+  const std::unique_ptr<std::FILE, file_closer> f(::fdopen(fd, "rb"));
+  if (!f) {
+    ::close(fd);
+    return file_error(cannot_read + std::generic_category().message(errno));
+  }
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    return file_error(cannot_read + std::generic_category().message(errno));
+  }
+  if (S_ISDIR(info.st_mode)) {
     return file_error(cannot_read + "it is a directory");
   }
-  const std::unique_ptr<std::FILE, file_closer> f(std::fopen(path.c_str(), "rb"));
-  if (!f) {
-    return file_error(cannot_read + std::generic_category().message(errno));
+  if (!S_ISREG(info.st_mode)) {
+    return file_error(cannot_read + "not a regular file");
   }
   std::string text;
   char buffer[4096];
