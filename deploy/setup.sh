@@ -15,6 +15,10 @@ packages=(
   # tests
   doctest-dev openssl curl clang-format-14 clang-tidy-14 swtpm swtpm-tools
   clang-14 libclang-rt-14-dev
+  # the fuzzers' line coverage (tests/fuzz/coverage.sh): llvm-profdata-14 and llvm-cov-14
+  llvm-14
+  # TLS conformance of an inbound listener as an outside tool sees it (tests/e2e/testssl_test.sh)
+  testssl.sh
   # a real PROXY protocol v2 receiver behind an inbound listener (tests/e2e/proxy_protocol_test)
   haproxy
   # demo: the stand-in workload is python3's http.server

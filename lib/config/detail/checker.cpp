@@ -6,8 +6,11 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <sstream>
 #include <system_error>
 #include <utility>
+
+#include <yaml-cpp/eventhandler.h>
 
 #include "atls/common/hex.hpp"
 
@@ -75,6 +78,55 @@ std::optional<std::string_view> closest(std::string_view word,
 
 // yaml-cpp's message for a tab used as indentation ("illegal map value") does not say what is
 // wrong; YAML forbids tabs there (YAML 1.2 section 6.1).
+// Where each document of a stream starts, and nothing else. yaml-cpp 0.7 (Debian 12) does not
+// consume a token that cannot start a node, such as a ',' outside a flow collection: it reports
+// a null document and the next call starts at the same token again, so YAML::LoadAll loops
+// forever, allocating a null document each turn, until the process runs out of memory (found
+// by tests/fuzz/config_fuzz; jbeder/yaml-cpp#1040, fixed upstream in 0.8.0). A document that
+// starts where the previous one started is that loop.
+class document_starts final : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;  // where each document starts (its '---', or its first token)
+  std::vector<YAML::Mark> roots;   // each document's root node, where messages point
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    starts.push_back(mark);
+    want_root_ = true;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t /*anchor*/) override { node(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t /*anchor*/) override { node(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string& /*tag*/, YAML::anchor_t /*anchor*/,
+                const std::string& /*value*/) override {
+    node(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string& /*tag*/,
+                       YAML::anchor_t /*anchor*/, YAML::EmitterStyle::value /*style*/) override {
+    node(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string& /*tag*/, YAML::anchor_t /*anchor*/,
+                  YAML::EmitterStyle::value /*style*/) override {
+    node(mark);
+  }
+  void OnMapEnd() override {}
+
+  // True when the last document started where the one before it did: the parser is stuck.
+  [[nodiscard]] bool stuck() const {
+    return starts.size() >= 2 && starts[starts.size() - 1].pos == starts[starts.size() - 2].pos;
+  }
+
+ private:
+  void node(const YAML::Mark& mark) {
+    if (want_root_) {
+      roots.push_back(mark);
+      want_root_ = false;
+    }
+  }
+
+  bool want_root_ = false;
+};
+
 bool line_indented_with_tab(std::string_view text, int line) {
   std::size_t start = 0;
   for (int i = 0; i < line; ++i) {
@@ -531,9 +583,32 @@ std::optional<fs::path> base_dir_of(const fs::path& path, std::string_view what,
 std::optional<YAML::Node> parse_document(std::string_view yaml, std::string_view file_name,
                                          std::string_view what, std::vector<diagnostic>& errors) {
   const std::string file(file_name);
-  std::vector<YAML::Node> documents;
+  const auto at = [&](const YAML::Mark& mark) {
+    return source_pos{file, mark.is_null() ? 1 : mark.line + 1,
+                      mark.is_null() ? 1 : mark.column + 1};
+  };
+  YAML::Node document;
+  document_starts documents;
   try {
-    documents = YAML::LoadAll(std::string(yaml));
+    // Not YAML::LoadAll, which never returns on some malformed input (document_starts). The
+    // stream is walked first, up to three documents (enough to tell a second document from the
+    // parser going round), and only a stream of one document is loaded.
+    std::istringstream in{std::string(yaml)};
+    YAML::Parser parser(in);
+    while (documents.starts.size() < 3 && !documents.stuck() &&
+           parser.HandleNextDocument(documents)) {
+    }
+    if (documents.stuck()) {
+      const auto& mark = documents.starts.back();
+      std::string message = "YAML syntax error: unexpected ";
+      const auto pos = static_cast<std::size_t>(mark.pos);
+      message += pos < yaml.size() ? "'" + std::string(1, yaml[pos]) + "'" : "text";
+      errors.push_back({at(mark), "", std::move(message)});
+      return std::nullopt;
+    }
+    if (documents.starts.size() == 1) {
+      document = YAML::Load(std::string(yaml));
+    }
   } catch (const YAML::Exception& e) {
     // yaml-cpp marks are 0-based; a mark it could not place is null (-1).
     const int line = e.mark.is_null() ? 1 : e.mark.line + 1;
@@ -545,16 +620,14 @@ std::optional<YAML::Node> parse_document(std::string_view yaml, std::string_view
     errors.push_back({{file, line, column}, "", std::move(message)});
     return std::nullopt;
   }
-  if (documents.size() > 1) {
-    const auto mark = documents[1].Mark();
-    errors.push_back(
-        {{file, mark.is_null() ? 1 : mark.line + 1, mark.is_null() ? 1 : mark.column + 1},
-         "",
-         "the " + std::string(what) +
-             " must be a single YAML document (found a second one after '---')"});
+  if (documents.starts.size() > 1) {
+    const auto& second = documents.roots.size() > 1 ? documents.roots[1] : documents.starts[1];
+    errors.push_back({at(second), "",
+                      "the " + std::string(what) +
+                          " must be a single YAML document (found a second one after '---')"});
     return std::nullopt;
   }
-  return documents.empty() ? YAML::Node() : documents.front();
+  return document;
 }
 
 void sort_by_position(std::vector<diagnostic>& errors) {

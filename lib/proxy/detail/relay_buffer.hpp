@@ -35,7 +35,7 @@ class relay_buffer {
     return {data_.get(), size_};
   }
 
-  char* data() const { return data_.get(); }
+  [[nodiscard]] char* data() const { return data_.get(); }
 
   // Returns the buffer to this thread's free list, which keeps a bounded number for reuse.
   void release() noexcept {  // NOLINT(bugprone-exception-escape): see emplace_back
