@@ -1019,6 +1019,18 @@ listeners:
     CHECK(d.where.line == 2);
     CHECK(contains(d.message, "YAML does not allow tabs for indentation"));
   }
+  // yaml-cpp 0.7 loops forever on a token that cannot start a node (found by config_fuzz):
+  // such a file must be refused, not exhaust memory.
+  SUBCASE("a stray comma at the top is refused, not loaded forever") {
+    const auto d = only_error(load(","));
+    CHECK(d.where.line == 1);
+    CHECK(d.message == "YAML syntax error: unexpected ','");
+  }
+  SUBCASE("a stray comma after a document is refused at its line") {
+    const auto d = only_error(load("[a]\n,"));
+    CHECK(d.where.line == 2);
+    CHECK(d.message == "YAML syntax error: unexpected ','");
+  }
 }
 
 TEST_CASE("a config must be a single YAML mapping") {
