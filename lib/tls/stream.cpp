@@ -1,10 +1,15 @@
 #include "atls/tls/stream.hpp"
 
 #include <cerrno>
+#include <cstdint>
+#include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -78,10 +83,13 @@ stream::stream(socket_type socket, context ctx)
   SSL_set_read_ahead(ssl_, 1);
   // Only for the handshake, the one place an external key signs; application data then flows
   // without the cost of entering a job per call.
-  if (context_.has_external_key() && (SSL_set_async_callback(ssl_, &stream::on_key_done) != 1 ||
-                                      SSL_set_async_callback_arg(ssl_, this) != 1)) {
-    SSL_free(ssl_);
-    throw std::bad_alloc();
+  if (context_.has_external_key()) {
+    if (SSL_set_async_callback(ssl_, &stream::on_key_done) != 1 ||
+        SSL_set_async_callback_arg(ssl_, this) != 1) {
+      SSL_free(ssl_);
+      throw std::bad_alloc();
+    }
+    register_for_wakes();
   }
   // The BIO's reads and writes must never block; Asio's asynchronous operations ignore the flag.
   error_code ignored;
@@ -108,6 +116,7 @@ stream::stream(socket_type socket, context ctx)
 }
 
 stream::~stream() {
+  unregister_for_wakes();
   SSL_free(ssl_);
 }
 
@@ -242,11 +251,59 @@ asio::awaitable<error_code> stream::wait_readable() {
   co_return ec;
 }
 
+namespace {
+
+// The streams whose handshake an external key may wake, each with a generation. The TPM worker
+// can wake a stream after it is gone: a signature that completed while the job was not paused
+// (the job polls for it) still calls the wake-up. Such a late call must find nothing; looking
+// the stream up, rather than trusting the pointer, is what makes it safe.
+struct wakeable_streams {
+  std::mutex mutex;
+  std::unordered_map<const void*, std::uint64_t> live;
+  std::uint64_t next = 0;
+};
+
+wakeable_streams& wakeable() {
+  static wakeable_streams registry;
+  return registry;
+}
+
+}  // namespace
+
+void stream::register_for_wakes() {
+  auto& r = wakeable();
+  const std::lock_guard lock(r.mutex);
+  r.live[this] = ++r.next;
+}
+
+void stream::unregister_for_wakes() noexcept {
+  auto& r = wakeable();
+  const std::lock_guard lock(r.mutex);
+  r.live.erase(this);
+}
+
 int stream::on_key_done(SSL* /*ssl*/, void* self) {
-  auto* s = static_cast<stream*>(self);
-  // The stream outlives the paused job (wait_for_key() ignores cancellation), and the pending
-  // timer wait keeps its io_context running, so both are alive when this runs.
-  asio::post(s->socket_.get_executor(), [s] {
+  auto& r = wakeable();
+  std::optional<asio::any_io_executor> executor;
+  std::uint64_t generation = 0;
+  {
+    const std::lock_guard lock(r.mutex);
+    const auto found = r.live.find(self);
+    if (found == r.live.end()) {
+      return 1;  // a late wake-up for a stream that has ended
+    }
+    generation = found->second;
+    // The stream cannot end while the registry's lock is held (its destructor takes it).
+    executor = static_cast<stream*>(self)->socket_.get_executor();
+  }
+  asio::post(*executor, [self, generation] {
+    auto& registry = wakeable();
+    const std::lock_guard lock(registry.mutex);
+    const auto found = registry.live.find(self);
+    if (found == registry.live.end() || found->second != generation) {
+      return;
+    }
+    auto* s = static_cast<stream*>(self);
     s->key_done_pending_ = true;
     s->key_done_.cancel();
   });
@@ -266,9 +323,12 @@ asio::awaitable<void> stream::wait_for_key() {
 }
 
 error_code stream::use_async_handshake() {
-  if (!context_.has_external_key() && (SSL_set_async_callback(ssl_, &stream::on_key_done) != 1 ||
-                                       SSL_set_async_callback_arg(ssl_, this) != 1)) {
-    return fail(errc::context_setup_failed);
+  if (!context_.has_external_key()) {
+    if (SSL_set_async_callback(ssl_, &stream::on_key_done) != 1 ||
+        SSL_set_async_callback_arg(ssl_, this) != 1) {
+      return fail(errc::context_setup_failed);
+    }
+    register_for_wakes();
   }
   async_handshake_ = true;
   return {};

@@ -718,13 +718,13 @@ TEST_CASE("bytes arrive exact while re-attestation rounds share the stream of an
   REQUIRE(wait_for_closes(pair.out, "out", run.rounds()));
   REQUIRE(wait_for_closes(pair.in, "in", run.rounds()));
   check_sidecar_logs(pair.out.log(), pair.in.log(), run);
-  // Re-attestation rounds (round=1 and on; round=0 is the set-up) came while bytes flowed, and
+  // Re-attestation rounds (round=1 and on; round=0 is the set-up) that came while bytes flowed
   // all passed (a refused round logs a warning, which check_sidecar_logs fails on). Rounds run
-  // only while both directions are open, the paced part of each exchange.
+  // only while both directions are open, so how many there were depends on timing: the next
+  // case makes sure of them.
   const auto out_log = pair.out.log();
   const auto rounds = count_lines_with(out_log, " round=") - count_lines_with(out_log, " round=0 ");
   MESSAGE("attested pair: " << rounds << " re-attestation rounds during the transfers");
-  CHECK(rounds >= 1);
 }
 
 TEST_CASE("bytes flowing both ways at once arrive exact across re-attestation rounds") {

@@ -130,6 +130,9 @@ class stream {
   // Until the external key's operation that paused the handshake has finished.
   boost::asio::awaitable<void> wait_for_key();
   static int on_key_done(SSL* ssl, void* self);  // OpenSSL's async callback, on the key's thread
+  // on_key_done() wakes only streams registered here, so that a late wake-up is harmless.
+  void register_for_wakes();
+  void unregister_for_wakes() noexcept;
 
   socket_type socket_;
   context context_;
