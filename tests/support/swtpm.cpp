@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 #include "support/loopback.hpp"
@@ -27,6 +28,24 @@ bool port_free(std::uint16_t port) {
 
 swtpm::swtpm(const temp_dir& dir) : state_(dir / "swtpm") {
   std::filesystem::create_directories(state_);
+  // Between choosing the ports and swtpm binding them, a test running in parallel may take one:
+  // then choose again.
+  for (int start_attempt = 1;; ++start_attempt) {
+    choose_ports();
+    try {
+      start();
+      return;
+    } catch (const std::runtime_error& e) {
+      if (start_attempt == 5 ||
+          std::string_view(e.what()).find("Address already in use") == std::string_view::npos) {
+        throw;
+      }
+    }
+  }
+}
+
+void swtpm::choose_ports() {
+  port_ = 0;
   // swtpm takes two ports: the TPM command port and, right above it, its control port.
   for (int attempt = 0; attempt < 200 && port_ == 0; ++attempt) {
     const auto candidate = free_port();
@@ -37,7 +56,6 @@ swtpm::swtpm(const temp_dir& dir) : state_(dir / "swtpm") {
   if (port_ == 0) {
     throw std::runtime_error("no two adjacent free ports for swtpm");
   }
-  start();
 }
 
 swtpm::~swtpm() {

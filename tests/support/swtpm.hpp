@@ -28,6 +28,8 @@ class swtpm {
   void thaw();    // SIGCONT
 
  private:
+  void choose_ports();
+
   std::filesystem::path state_;
   std::uint16_t port_ = 0;
   std::optional<process> process_;
