@@ -11,7 +11,7 @@ packages=(
   # build
   g++ cmake make pkg-config
   libboost1.81-dev libboost-system1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-  libssl-dev libyaml-cpp-dev libspdlog-dev libsystemd-dev libtss2-dev
+  libssl-dev libyaml-cpp-dev libspdlog-dev libsystemd-dev libtss2-dev libnghttp2-dev
   # tests
   doctest-dev openssl curl clang-format-14 clang-tidy-14 swtpm swtpm-tools
   clang-14 libclang-rt-14-dev

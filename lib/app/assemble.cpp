@@ -135,6 +135,7 @@ detailed_result<tls::context> make_context(const config::listener& listener, std
     }
     tls::server_options options{
         .cert_chain = in->cert.path, .private_key = std::move(*key), .alpn = in->alpn};
+    options.accept_tunnels = listener.multiplex;
     std::optional<config_key> ca;
     if (in->client_auth) {
       ca = key_of(in->client_auth->ca);
@@ -153,7 +154,7 @@ detailed_result<tls::context> make_context(const config::listener& listener, std
       .ca = out.server.ca.path,
       .server_name = out.server_name,
       .server_names = {.allow_dns = out.server.allow_dns, .allow_uris = out.server.allow_uris},
-      .alpn = out.alpn};
+      .alpn = listener.multiplex ? std::vector<std::string>{"h2"} : out.alpn};
   std::optional<config_key> cert;
   std::optional<config_key> key;
   if (out.cert && out.key) {
@@ -341,6 +342,7 @@ std::vector<config::diagnostic> build_listeners(const config::daemon_config& con
         .audit = config.audit == config::audit_format::json ? attested::audit_format::json
                                                             : attested::audit_format::text,
         .handshake_tpm = identity.take_use(),
+        .multiplex = listener.multiplex,
     });
   }
   return errors;

@@ -224,10 +224,18 @@ constexpr std::string_view tpm_keys[] = {"tcti", "ak_handle", "tik_handle", "que
 constexpr std::string_view log_keys[] = {"level", "audit"};
 // In the order of enum audit_format.
 constexpr std::string_view audit_formats[] = {"text", "json"};
-constexpr std::string_view listener_keys[] = {
-    "name",          "mode",     "listen",          "upstream",    "allow_non_loopback",
-    "tls",           "timeouts", "max_connections", "buffer_size", "attestation",
-    "proxy_protocol"};
+constexpr std::string_view listener_keys[] = {"name",
+                                              "mode",
+                                              "listen",
+                                              "upstream",
+                                              "allow_non_loopback",
+                                              "tls",
+                                              "timeouts",
+                                              "max_connections",
+                                              "buffer_size",
+                                              "attestation",
+                                              "proxy_protocol",
+                                              "multiplex"};
 constexpr std::string_view inbound_tls_keys[] = {"cert", "key", "client_auth", "alpn"};
 constexpr std::string_view outbound_tls_keys[] = {"ca",   "server_name", "allow_dns", "allow_uris",
                                                   "cert", "key",         "alpn"};
@@ -542,6 +550,22 @@ class checker : public detail::checker_base {
     }
     if (const auto* e = m.find("allow_uris")) {
       out.allow_uris = get_allow_list(e->value, uri_pattern_problem);
+    }
+  }
+
+  // A tunnel is negotiated as ALPN h2 (PROTOCOL-NOTES.md, "Multiplexing"): an outbound listener
+  // offers only that, and an inbound one cannot also relay a workload's own h2.
+  void check_multiplex_alpn(const value_ref& v, const listener& l) {
+    if (const auto* out = std::get_if<outbound_tls>(&l.tls); out != nullptr && !out->alpn.empty()) {
+      error(v.mark, v.path,
+            "a multiplexing outbound listener negotiates ALPN h2 for its tunnels itself: remove "
+            "tls.alpn");
+    }
+    if (const auto* in = std::get_if<inbound_tls>(&l.tls);
+        in != nullptr && std::ranges::find(in->alpn, "h2") != in->alpn.end()) {
+      error(v.mark, v.path,
+            "a multiplexing inbound listener takes ALPN h2 as a tunnel: remove h2 from tls.alpn "
+            "(its workload's own HTTP/2 travels inside the tunnel)");
     }
   }
 
@@ -1266,6 +1290,12 @@ class checker : public detail::checker_base {
     }
     if (const auto* e = m->find("proxy_protocol")) {
       check_proxy_protocol(e->value, mode, l);
+    }
+    if (const auto* e = m->find("multiplex")) {
+      l.multiplex = get_bool(e->value).value_or(false);
+      if (l.multiplex) {
+        check_multiplex_alpn(e->value, l);
+      }
     }
 
     // allow_non_loopback is true only when allow_entry set it; the null check is for the

@@ -30,6 +30,7 @@ namespace asio = boost::asio;
 using asio::experimental::awaitable_operators::operator||;  // NOLINT(misc-unused-using-decls)
 using detail::listener_state;
 using detail::session_control;
+using detail::tunnel_handle;
 using generic_endpoint = asio::generic::stream_protocol::endpoint;
 
 namespace {
@@ -174,7 +175,6 @@ struct server::state {
   // Set by drain (on `executor`): from then on a reload changes nothing. A reload that was
   // already under way when drain began checks it again before it commits its new listeners.
   bool draining = false;
-  std::atomic<std::uint64_t> next_id{1};
   std::atomic<std::size_t> open{0};
 
   static void finish_session(const std::shared_ptr<state>& self,
@@ -189,11 +189,12 @@ struct server::state {
     asio::post(self->executor, [self] { self->all_closed.notify_all(); });
   }
 
-  void spawn_session(const std::shared_ptr<state>& self,
-                     const std::shared_ptr<listener_state>& listener,
-                     std::shared_ptr<const listener_options> options,
-                     asio::generic::stream_protocol::socket socket) {
-    auto control = std::make_shared<session_control>(next_id++, socket.get_executor());
+  // Runs `body` (a session of the listener, on `executor`) as a connection: drain can abort it,
+  // and it counts as open until it completes.
+  template <class Body>
+  void spawn(const std::shared_ptr<state>& self, const std::shared_ptr<listener_state>& listener,
+             const asio::any_io_executor& loop, Body body) {
+    auto control = std::make_shared<session_control>(detail::next_connection_id(), loop);
     {
       const std::lock_guard lock(listener->mutex);
       listener->sessions.emplace(control->id, control);
@@ -201,10 +202,7 @@ struct server::state {
     ++open;
     metrics::process().open_connections.with({listener->name}).inc();
     asio::co_spawn(
-        control->executor,
-        [listener, options = std::move(options), control, s = std::move(socket)]() mutable {
-          return detail::run_session(listener, std::move(options), control, std::move(s));
-        },
+        control->executor, [control, body = std::move(body)]() mutable { return body(control); },
         asio::bind_cancellation_slot(
             control->cancel.slot(), [self, listener, control](const std::exception_ptr& e) {
               if (e) {
@@ -213,6 +211,29 @@ struct server::state {
               }
               finish_session(self, listener, control->id);
             }));
+  }
+
+  void spawn_session(const std::shared_ptr<state>& self,
+                     const std::shared_ptr<listener_state>& listener,
+                     std::shared_ptr<const listener_options> options,
+                     asio::generic::stream_protocol::socket socket) {
+    auto loop = socket.get_executor();
+    spawn(self, listener, loop,
+          [listener, options = std::move(options),
+           s = std::move(socket)](std::shared_ptr<session_control> control) mutable {
+            return detail::run_session(listener, std::move(options), std::move(control),
+                                       std::move(s));
+          });
+  }
+
+  void spawn_tunnel(const std::shared_ptr<state>& self,
+                    const std::shared_ptr<listener_state>& listener,
+                    std::shared_ptr<tunnel_handle> handle) {
+    auto loop = handle->executor;
+    spawn(self, listener, loop,
+          [listener, handle = std::move(handle)](std::shared_ptr<session_control> control) {
+            return detail::run_tunnel_session(listener, std::move(control), handle);
+          });
   }
 
   // Runs on the listener's strand. Beyond max_connections it stops accepting, so further
@@ -277,6 +298,7 @@ struct server::state {
   static asio::awaitable<void> stop_accepting(std::shared_ptr<listener_state> listener,
                                               bool remove_socket_file) {
     listener->stopping = true;
+    retire_tunnels(*listener);
     error_code ignored;
     listener->acceptor.close(ignored);
     listener->slot_freed.notify_all();
@@ -543,6 +565,23 @@ namespace {
 
 void start_accepting(const std::shared_ptr<server::state>& self,
                      const std::shared_ptr<listener_state>& listener) {
+  // Weak: the listener keeps this function, and the server keeps the listener.
+  listener->start_tunnel = [weak_self = std::weak_ptr(self),
+                            weak_listener = std::weak_ptr(listener)](auto handle) {
+    auto server = weak_self.lock();
+    auto owner = weak_listener.lock();
+    if (server && owner) {
+      // Posted: the caller is a session waiting for this tunnel, which must not start inside it.
+      asio::post(handle->executor, [server, owner, handle]() mutable {
+        server->spawn_tunnel(server, owner, std::move(handle));
+      });
+      return;
+    }
+    // Called on the handle's loop, by the session that waits for it.
+    handle->state = tunnel_handle::phase::closed;
+    handle->failure = "atlsd is shutting down";
+    handle->changed.notify_all();
+  };
   const auto& options = *listener->current;
   spdlog::info("listener={} mode={} listen={} upstream={} max_connections={}", listener->name,
                options.mode == mode::inbound ? "inbound" : "outbound",
@@ -599,3 +638,24 @@ std::size_t server::open_connections() const {
 }
 
 }  // namespace atls::proxy
+
+namespace atls::proxy::detail {
+
+std::uint64_t next_connection_id() {
+  static std::atomic<std::uint64_t> next{1};
+  return next++;
+}
+
+void retire_tunnels(listener_state& listener) {
+  const std::lock_guard lock(listener.tunnels_mutex);
+  for (const auto& weak : listener.tunnels) {
+    if (auto handle = weak.lock()) {
+      boost::asio::post(handle->executor, [handle] {
+        handle->retiring = true;
+        handle->changed.notify_all();
+      });
+    }
+  }
+}
+
+}  // namespace atls::proxy::detail

@@ -6,9 +6,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -27,6 +30,7 @@
 #include "atls/attested/reason.hpp"
 #include "atls/common/log_quote.hpp"
 #include "atls/metrics/atlsd_metrics.hpp"
+#include "atls/proxy/mux.hpp"
 #include "atls/proxy/proxy_protocol.hpp"
 #include "atls/tls/error.hpp"
 #include "atls/tls/stream.hpp"
@@ -177,11 +181,53 @@ std::string format_duration(std::chrono::milliseconds d) {
   return std::to_string(d.count()) + "ms";
 }
 
+// Whether the handshake agreed on ALPN "h2": for a multiplexing listener, a tunnel.
+bool negotiated_tunnel(SSL* ssl) {
+  const unsigned char* alpn = nullptr;
+  unsigned int alpn_size = 0;
+  SSL_get0_alpn_selected(ssl, &alpn, &alpn_size);
+  return alpn != nullptr &&
+         std::string_view(reinterpret_cast<const char*>(alpn), alpn_size) == "h2";
+}
+
+// Completes only when the awaiting coroutine is cancelled: a branch of `||` that must not end it.
+// Shaped as a loop on a plain flag: with GCC 12, destroying the finished frame of the
+// `for (;;) { if (!co_await ...) co_return; }` form hit an illegal instruction.
+asio::awaitable<void> until_cancelled(net::async_event& event) {
+  bool waiting = true;
+  while (waiting) {
+    waiting = co_await event.wait();
+  }
+}
+
 // A fatal internal_error alert as a plaintext TLS record (RFC 8446 §5.1, §6.2): what a client
 // that sent its ClientHello is told when it is refused before the handshake starts.
 constexpr std::array<std::uint8_t, 7> internal_error_alert{0x15, 0x03, 0x03, 0x00,
                                                            0x02, 0x02, 0x50};
 
+}  // namespace
+
+// What every connection an inbound tunnel carries shares with it: the tunnel's TLS, its peer's
+// attestation, and the facts of its PROXY header.
+struct tunnel_facts {
+  std::uint64_t connection = 0;  // the tunnel's id
+  std::string peer;
+  std::string tls_summary;
+  std::string attestation_summary;
+  pp2::header header;  // endpoints, TLS and the peer's proof as the tunnel last knew them
+};
+
+asio::awaitable<void> run_stream_session(std::shared_ptr<listener_state> listener,
+                                         std::shared_ptr<const listener_options> options,
+                                         std::shared_ptr<session_control> control,
+                                         tunnel_facts facts, std::unique_ptr<mux::stream> stream);
+
+namespace {
+
+// One connection from accept to close, in one of three roles: a connection of its own; the
+// attested connection of an outbound tunnel (multiplexing), which its own session sets up and
+// carries while workload connections ride on it as streams; or one stream of an inbound tunnel,
+// relayed to the upstream as a connection.
 class session {
  public:
   session(std::shared_ptr<listener_state> listener, std::shared_ptr<const listener_options> options,
@@ -196,16 +242,53 @@ class session {
                                                                            : addresses_of(client_)),
         timer_(client_.get_executor()) {}
 
+  // An outbound tunnel's session: its peer is the upstream.
+  session(std::shared_ptr<listener_state> listener, std::shared_ptr<session_control> control,
+          std::shared_ptr<tunnel_handle> handle)
+      : listener_(std::move(listener)),
+        settings_(handle->options),
+        options_(*settings_),
+        control_(std::move(control)),
+        client_(control_->executor),
+        peer_(net::to_string(options_.upstream)),
+        timer_(control_->executor),
+        tunnel_(std::move(handle)) {}
+
+  // One stream of an inbound tunnel.
+  session(std::shared_ptr<listener_state> listener, std::shared_ptr<const listener_options> options,
+          std::shared_ptr<session_control> control, tunnel_facts facts,
+          std::unique_ptr<mux::stream> stream)
+      : listener_(std::move(listener)),
+        settings_(std::move(options)),
+        options_(*settings_),
+        control_(std::move(control)),
+        client_(control_->executor),
+        peer_(facts.peer),
+        timer_(control_->executor),
+        tls_summary_(facts.tls_summary + " tunnel=" + std::to_string(facts.connection)),
+        attestation_summary_(facts.attestation_summary),
+        stream_(std::move(stream)),
+        via_(std::move(facts)) {}
+
   asio::awaitable<void> run() {
     co_await (serve() || watch());
     if (outcome_.empty()) {
       record("aborted", control_->aborting ? "drain timeout" : "cancelled");
     }
+    end_tunnel();
     log_close();
   }
 
  private:
   asio::awaitable<void> serve() {
+    if (tunnel_) {
+      co_await serve_outbound_tunnel();
+      co_return;
+    }
+    if (stream_) {
+      co_await serve_tunnel_stream();
+      co_return;
+    }
     switch (options_.mode) {
       case mode::inbound:
         co_await serve_inbound();
@@ -228,15 +311,18 @@ class session {
     if (!co_await secure(client, /*is_server=*/true, attested)) {
       co_return;
     }
-    set_deadline(options_.timeouts.connect, "connect");
-    auto upstream = co_await connect_upstream();
+    if (options_.multiplex && negotiated_tunnel(client.native_handle())) {
+      co_await serve_inbound_tunnel(client, attested);
+      co_return;
+    }
+    auto upstream = co_await reach_upstream();
     if (!upstream) {
-      record("error",
-             "upstream " + net::to_string(options_.upstream) + ": " + upstream.error().message());
       co_return;
     }
     plain_stream workload(std::move(*upstream));
-    if (!co_await send_proxy_header(workload, client)) {
+    pp2::header header{.endpoints = endpoints_, .attestation = peer_proof_};
+    describe_tls(client.native_handle(), header);
+    if (!co_await send_proxy_header(workload, header)) {
       co_return;
     }
     if (attested) {
@@ -247,15 +333,16 @@ class session {
   }
 
   asio::awaitable<void> serve_outbound() {
+    if (options_.multiplex) {
+      co_await serve_outbound_stream();
+      co_return;
+    }
     if (tpm_saturated()) {
       co_return;  // the workload's connection closes before any byte
     }
     plain_stream workload(std::move(client_));
-    set_deadline(options_.timeouts.connect, "connect");
-    auto upstream = co_await connect_upstream();
+    auto upstream = co_await reach_upstream();
     if (!upstream) {
-      record("error",
-             "upstream " + net::to_string(options_.upstream) + ": " + upstream.error().message());
       co_return;
     }
     set_deadline(options_.timeouts.handshake, "handshake");
@@ -451,12 +538,10 @@ class session {
   // states facts, never claims still to be checked. False when the connection must end (the
   // outcome is recorded). Re-attestation sends no second header: the header describes the
   // connection as it was set up.
-  asio::awaitable<bool> send_proxy_header(plain_stream& workload, tls::stream& client) {
+  asio::awaitable<bool> send_proxy_header(plain_stream& workload, const pp2::header& header) {
     if (options_.proxy_protocol == proxy_protocol_version::none) {
       co_return true;
     }
-    pp2::header header{.endpoints = endpoints_, .attestation = peer_proof_};
-    describe_tls(client.native_handle(), header);
     const auto encoded = pp2::encode(header);
     if (!encoded) {
       record("error", "proxy protocol header: " + encoded.error().message());
@@ -672,6 +757,333 @@ class session {
     }
   }
 
+  // ----- Multiplexing (listener_options::multiplex; PROTOCOL-NOTES.md "Multiplexing") -----
+
+  // Outbound: the workload's connection as a stream on this loop's tunnel to the upstream. The
+  // first connection waits while the tunnel is set up and attested; later ones pay for nothing
+  // but the stream.
+  asio::awaitable<void> serve_outbound_stream() {
+    plain_stream workload(std::move(client_));
+    // The tunnel's own connect, handshake and attestation have their own deadlines; a connection
+    // waits for them at most as long.
+    set_deadline(options_.timeouts.connect + 2 * options_.timeouts.handshake, "tunnel");
+    auto stream = co_await open_stream();
+    if (!stream) {
+      co_return;  // recorded
+    }
+    co_await relay(workload, *stream);
+  }
+
+  // A stream on a tunnel of this loop that takes one, set up first if there is none. Null when
+  // none could be had (the outcome is recorded).
+  asio::awaitable<std::unique_ptr<mux::stream>> open_stream() {
+    const auto authority = net::to_string(options_.upstream);
+    for (int attempt = 0;; ++attempt) {
+      auto handle = find_tunnel();
+      while (handle->state == tunnel_handle::phase::connecting) {
+        if (!co_await handle->changed.wait()) {
+          co_return nullptr;
+        }
+      }
+      if (handle->state != tunnel_handle::phase::ready) {
+        record(handle->failure_outcome.empty() ? "error" : handle->failure_outcome,
+               "tunnel " + std::to_string(handle->connection) + " to " + authority + ": " +
+                   handle->failure);
+        co_return nullptr;
+      }
+      std::string detail;
+      auto tunnel = handle->tunnel;  // the stream keeps it; the handle may drop it
+      auto opened = co_await tunnel->open(authority, detail);
+      if (opened) {
+        tls_summary_ = handle->tls_summary + " tunnel=" + std::to_string(handle->connection);
+        attestation_summary_ = handle->attestation_summary;
+        co_return std::move(*opened);
+      }
+      const auto& ec = opened.error();
+      // Full, or ended while this connection waited: once more, on another tunnel.
+      if (attempt == 0 && (ec == mux::errc::no_more_streams || ec == mux::errc::tunnel_closed)) {
+        continue;
+      }
+      record("error", "tunnel " + std::to_string(handle->connection) + " to " + authority + ": " +
+                          describe(ec, detail));
+      co_return nullptr;
+    }
+  }
+
+  // This loop's tunnel that can take a stream, or the one being set up; a new one otherwise.
+  std::shared_ptr<tunnel_handle> find_tunnel() {
+    std::shared_ptr<tunnel_handle> connecting;
+    for (auto& handle : listener_->tunnels_on(control_->executor)) {
+      if (handle->state == tunnel_handle::phase::closed || handle->retiring) {
+        continue;
+      }
+      if (handle->options != settings_) {
+        // Set up under settings a reload has since replaced: it carries no new connection.
+        handle->retiring = true;
+        handle->changed.notify_all();
+        continue;
+      }
+      if (handle->state == tunnel_handle::phase::connecting) {
+        connecting = handle;
+      } else if (handle->tunnel->can_open()) {
+        return handle;
+      }
+    }
+    if (connecting) {
+      return connecting;
+    }
+    auto handle = std::make_shared<tunnel_handle>(settings_, control_->executor);
+    listener_->add_tunnel(handle);
+    listener_->start_tunnel(handle);
+    return handle;
+  }
+
+  // The session of an outbound tunnel: the connection, its handshake and attestation as for any
+  // outbound connection, then HTTP/2 over it until it closes.
+  asio::awaitable<void> serve_outbound_tunnel() {
+    auto& handle = *tunnel_;
+    handle.connection = control_->id;
+    spdlog::debug("listener={} id={} opening a tunnel to {}", options_.name, control_->id, peer_);
+    if (tpm_saturated()) {
+      co_return;
+    }
+    auto upstream = co_await reach_upstream();
+    if (!upstream) {
+      co_return;
+    }
+    set_deadline(options_.timeouts.handshake, "handshake");
+    tls::stream remote(std::move(*upstream), options_.tls);
+    std::optional<attested::attested_stream> attested;
+    if (!co_await secure(remote, /*is_server=*/false, attested)) {
+      co_return;
+    }
+    if (!negotiated_tunnel(remote.native_handle())) {
+      record("error",
+             "the peer does not take tunnels (no ALPN h2): set multiplex: true on its listener");
+      co_return;
+    }
+    handle.tunnel = mux::tunnel::make(control_->executor, mux::tunnel::role::client);
+    handle.tls_summary = tls_summary_;
+    handle.attestation_summary = attestation_summary_;
+    handle.state = tunnel_handle::phase::ready;
+    handle.changed.notify_all();
+    if (attested) {
+      co_await carry(*handle.tunnel, *attested, handle);
+    } else {
+      co_await carry(*handle.tunnel, remote, handle);
+    }
+  }
+
+  // Inbound: a client that negotiated a tunnel. Each CONNECT becomes a session of its own (see
+  // serve_tunnel_stream) on this loop.
+  asio::awaitable<void> serve_inbound_tunnel(tls::stream& client,
+                                             std::optional<attested::attested_stream>& attested) {
+    auto handle = std::make_shared<tunnel_handle>(settings_, control_->executor);
+    handle->connection = control_->id;
+    handle->state = tunnel_handle::phase::ready;
+    handle->tunnel = mux::tunnel::make(control_->executor, mux::tunnel::role::server);
+    listener_->add_tunnel(handle);  // so that drain and reload can retire it
+    tunnel_ = handle;
+    carried_.connection = control_->id;
+    carried_.peer = peer_;
+    carried_.tls_summary = tls_summary_;
+    carried_.attestation_summary = attestation_summary_;
+    carried_.header.endpoints = endpoints_;
+    describe_tls(client.native_handle(), carried_.header);
+    if (attested) {
+      co_await carry(*handle->tunnel, *attested, *handle);
+    } else {
+      co_await carry(*handle->tunnel, client, *handle);
+    }
+  }
+
+  // HTTP/2 over the tunnel's connection, while its attestation stays acceptable (re-attestation,
+  // reloads, the result's age, as for a connection of its own). When attestation fails, every
+  // stream on the tunnel fails with it.
+  template <class Network>
+  asio::awaitable<void> carry(mux::tunnel& tunnel, Network& network, tunnel_handle& handle) {
+    relaying_ = true;
+    carrying_ = true;  // the tunnel's own idle rule applies (close_when_idle)
+    phase_ = "tunnel";
+    timer_.cancel();
+    if constexpr (std::is_same_v<Network, attested::attested_stream>) {
+      attested_network_ = &network;
+      network.on_reattestation(
+          [this, &network](const error_code& deferred, const std::string& detail) {
+            if (deferred) {
+              audit(attested::attester_side::peer, attested::reason_of(deferred), detail, nullptr);
+              return;
+            }
+            audit(attested::attester_side::peer, attested::reason::accepted, {},
+                  network.peer_result() ? &*network.peer_result() : nullptr);
+          });
+    }
+    mux::transport_over<Network> transport(network);
+    if (tunnel.role_is_server()) {
+      co_await (run_tunnel(tunnel, transport, network) || accept_streams(tunnel) ||
+                close_when_idle(tunnel, handle) || keep_trusted(tunnel, network));
+    } else {
+      co_await (run_tunnel(tunnel, transport, network) || close_when_idle(tunnel, handle) ||
+                keep_trusted(tunnel, network));
+    }
+    attested_network_ = nullptr;
+  }
+
+  template <class Network>
+  asio::awaitable<void> run_tunnel(mux::tunnel& tunnel, mux::transport& transport,
+                                   Network& network) {
+    const auto ec = co_await tunnel.run(transport);
+    if (!ec) {
+      auto shut = co_await network.shutdown_send();
+      (void)shut;  // the peer has said GOAWAY too: it may be gone already
+      record("ok", "closed");
+      co_return;
+    }
+    if (attestation_failure(ec)) {
+      record_attestation_failure(ec, network.error_detail());
+      co_return;
+    }
+    record(ec == tls::errc::truncated ? "truncated" : "error",
+           "tunnel: " + describe(ec, tunnel.error_detail()));
+  }
+
+  // Completes only when the tunnel must close for its attestation (the outcome is recorded),
+  // after failing every stream on it with the reason.
+  template <class Network>
+  asio::awaitable<void> keep_trusted(mux::tunnel& tunnel, Network& network) {
+    if constexpr (std::is_same_v<Network, attested::attested_stream>) {
+      const auto period = options_.attestation->reattest_every;
+      if (network.peer_attestations() == 0 || period.count() == 0) {
+        co_await follow_reloads(&network);
+      } else {
+        co_await (reattest_periodically(network, period) || follow_reloads(&network));
+      }
+    } else if (result_deadline_) {
+      co_await (close_when_result_expires(*result_deadline_) || follow_reloads(nullptr));
+    } else {
+      co_await follow_reloads(nullptr);
+    }
+    if (!outcome_.empty()) {
+      tunnel.abort(outcome_ + ": " + reason_);
+    }
+  }
+
+  // Inbound: every CONNECT the peer sends, as a session of its own on this loop. Never completes
+  // by itself: after GOAWAY the tunnel still carries the streams it has.
+  asio::awaitable<void> accept_streams(mux::tunnel& tunnel) {
+    for (;;) {
+      auto next = co_await tunnel.accept();
+      if (!next) {
+        co_await until_cancelled(tunnel.streams_changed());
+        co_return;
+      }
+      auto facts = carried_;
+      if (attested_network_ != nullptr && attested_network_->peer_result()) {
+        // The proof as of this stream: a re-attestation since the tunnel opened updated it.
+        facts.header.attestation = proof_of(&*attested_network_->peer_result());
+      } else {
+        facts.header.attestation = peer_proof_;
+      }
+      auto control = std::make_shared<session_control>(next_connection_id(), control_->executor);
+      stream_controls_.push_back(control);
+      std::erase_if(stream_controls_, [](const auto& c) { return c.expired(); });
+      asio::co_spawn(
+          control_->executor,
+          run_stream_session(listener_, settings_, control, std::move(facts), std::move(*next)),
+          asio::bind_cancellation_slot(
+              control->cancel.slot(),
+              [name = options_.name, id = control->id](const std::exception_ptr& e) {
+                if (e) {
+                  spdlog::error("listener={} id={} session failed: {}", name, id,
+                                describe_escaped(e));
+                }
+              }));
+    }
+  }
+
+  // GOAWAY once the tunnel has carried no stream for timeouts.idle, or at once when it has none
+  // and is retiring (drain, removal, a reload); the tunnel then closes by itself. Never completes
+  // by itself.
+  asio::awaitable<void> close_when_idle(mux::tunnel& tunnel, tunnel_handle& handle) {
+    asio::steady_timer idle(co_await asio::this_coro::executor);
+    bool idle_expired = false;
+    for (;;) {
+      const bool empty = tunnel.open_streams() == 0;
+      if (empty && (handle.retiring || idle_expired || tunnel.peer_going_away())) {
+        handle.retiring = true;
+        tunnel.go_away();
+        co_await until_cancelled(tunnel.streams_changed());
+        co_return;
+      }
+      if (empty && options_.timeouts.idle.count() > 0) {
+        idle.expires_after(options_.timeouts.idle);
+        auto woke = co_await (idle.async_wait(use_tuple) || tunnel.streams_changed().wait() ||
+                              handle.changed.wait());
+        idle_expired =
+            woke.index() == 0 && !std::get<0>(std::get<0>(woke)) && tunnel.open_streams() == 0;
+      } else {
+        auto woke = co_await (tunnel.streams_changed().wait() || handle.changed.wait());
+        (void)woke;
+      }
+      const auto state = co_await asio::this_coro::cancellation_state;
+      if (state.cancelled() != asio::cancellation_type::none) {
+        co_return;
+      }
+    }
+  }
+
+  // Inbound: one stream of a tunnel, relayed to the upstream like a connection of its own. The
+  // peer learns from the CONNECT's answer whether the upstream could be reached.
+  asio::awaitable<void> serve_tunnel_stream() {
+    auto upstream = co_await reach_upstream();
+    if (!upstream) {
+      stream_->refuse(502);
+      co_return;
+    }
+    stream_->accept();
+    plain_stream workload(std::move(*upstream));
+    if (!co_await send_proxy_header(workload, via_->header)) {
+      co_return;
+    }
+    co_await relay(*stream_, workload);
+  }
+
+  // At the end of a session that carried a tunnel: no connection may wait for it any more, and
+  // the inbound connections it carried end with it (as aborted, when drain aborted it).
+  void end_tunnel() {
+    if (!tunnel_) {
+      return;
+    }
+    tunnel_->state = tunnel_handle::phase::closed;
+    tunnel_->failure = reason_;
+    tunnel_->failure_outcome = outcome_ == "ok" ? "error" : outcome_;
+    if (tunnel_->tunnel) {
+      tunnel_->tunnel->abort(outcome_ + ": " + reason_);
+    }
+    tunnel_->changed.notify_all();
+    for (const auto& weak : stream_controls_) {
+      if (auto control = weak.lock(); control && control_->aborting) {
+        control->aborting = true;
+        control->cancel.emit(asio::cancellation_type::terminal);
+      }
+    }
+  }
+
+  // The upstream, connected under the connect deadline; nothing when it cannot be reached (the
+  // outcome is recorded).
+  asio::awaitable<std::optional<socket_type>> reach_upstream() {
+    set_deadline(options_.timeouts.connect, "connect");
+    auto upstream = co_await connect_upstream();
+    std::optional<socket_type> out;
+    if (upstream) {
+      out.emplace(std::move(*upstream));
+    } else {
+      record("error",
+             "upstream " + net::to_string(options_.upstream) + ": " + upstream.error().message());
+    }
+    co_return out;
+  }
+
   asio::awaitable<result<socket_type>> connect_upstream() {
     auto executor = co_await asio::this_coro::executor;
     if (const auto* path = std::get_if<net::unix_endpoint>(&options_.upstream)) {
@@ -858,7 +1270,7 @@ class session {
     if (!relaying_) {
       return deadline_;
     }
-    if (options_.timeouts.idle.count() == 0) {
+    if (options_.timeouts.idle.count() == 0 || carrying_) {
       return clock::time_point::max();
     }
     return last_activity_ + options_.timeouts.idle;
@@ -942,8 +1354,19 @@ class session {
   std::chrono::milliseconds phase_timeout_{0};
   clock::time_point deadline_ = clock::time_point::max();
   bool relaying_ = false;
+  bool carrying_ = false;  // relaying_ for a tunnel: its streams, not its bytes, make it busy
   clock::time_point last_activity_;
   std::function<void()> abort_legs_;
+
+  // Multiplexing: the tunnel this session carries (outbound: set up for it; inbound: accepted),
+  // while it does; what its streams share with it; their sessions (inbound).
+  std::shared_ptr<tunnel_handle> tunnel_;
+  const attested::attested_stream* attested_network_ = nullptr;
+  tunnel_facts carried_;
+  std::vector<std::weak_ptr<session_control>> stream_controls_;
+  // One stream of an inbound tunnel, and the tunnel's facts, for a session in that role.
+  std::unique_ptr<mux::stream> stream_;
+  std::optional<tunnel_facts> via_;
 
   bool client_ended_ = false;    // the client's sending ended cleanly (EOF read from it)
   bool upstream_ended_ = false;  // the same for the upstream
@@ -959,6 +1382,22 @@ asio::awaitable<void> run_session(std::shared_ptr<listener_state> listener,
                                   std::shared_ptr<const listener_options> options,
                                   std::shared_ptr<session_control> control, socket_type client) {
   session s(std::move(listener), std::move(options), std::move(control), std::move(client));
+  co_await s.run();
+}
+
+asio::awaitable<void> run_tunnel_session(std::shared_ptr<listener_state> listener,
+                                         std::shared_ptr<session_control> control,
+                                         std::shared_ptr<tunnel_handle> handle) {
+  session s(std::move(listener), std::move(control), std::move(handle));
+  co_await s.run();
+}
+
+asio::awaitable<void> run_stream_session(std::shared_ptr<listener_state> listener,
+                                         std::shared_ptr<const listener_options> options,
+                                         std::shared_ptr<session_control> control,
+                                         tunnel_facts facts, std::unique_ptr<mux::stream> stream) {
+  session s(std::move(listener), std::move(options), std::move(control), std::move(facts),
+            std::move(stream));
   co_await s.run();
 }
 

@@ -21,9 +21,10 @@ struct context::state {
   std::string server_name;
   peer_name_policy peer_names;  // read by the verify callback through SSL_CTX ex_data
   bool external_key = false;
-  // Server role: the protocols the workload speaks in ALPN's wire form (RFC 7301 §3.1), read by
-  // the selection callback.
+  // Server role: the protocols the workload speaks in ALPN's wire form (RFC 7301 §3.1), then h2
+  // when the listener takes tunnels; read by the selection callback.
   std::vector<unsigned char> alpn;
+  bool alpn_required = true;  // no overlap is fatal (the workload speaks only these)
 };
 
 namespace {
@@ -157,13 +158,15 @@ std::vector<unsigned char> alpn_wire_form(const std::vector<std::string>& protoc
 // The server's choice is its own first preference that the client offered (RFC 7301 §3.2). No
 // overlap is a fatal no_application_protocol alert: the workload behind us speaks none of what
 // the client wants, and guessing would hand it bytes of a protocol it does not speak.
+// A listener whose only protocol is the tunnel's h2 lets other clients through without ALPN.
 int select_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* out_size,
                 const unsigned char* offered, unsigned int offered_size, void* arg) noexcept {
-  const auto* ours = static_cast<const std::vector<unsigned char>*>(arg);
+  const auto* st = static_cast<const context::state*>(arg);
+  const auto& ours = st->alpn;
   unsigned char* chosen = nullptr;
-  if (SSL_select_next_proto(&chosen, out_size, ours->data(), static_cast<unsigned>(ours->size()),
+  if (SSL_select_next_proto(&chosen, out_size, ours.data(), static_cast<unsigned>(ours.size()),
                             offered, offered_size) != OPENSSL_NPN_NEGOTIATED) {
-    return SSL_TLSEXT_ERR_ALERT_FATAL;
+    return st->alpn_required ? SSL_TLSEXT_ERR_ALERT_FATAL : SSL_TLSEXT_ERR_NOACK;
   }
   *out = chosen;
   return SSL_TLSEXT_ERR_OK;
@@ -212,12 +215,17 @@ detailed_result<context> context::make_server(const server_options& options) {
     st->peer_names = options.client_names;
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_peer);
   }
-  if (!options.alpn.empty()) {
-    st->alpn = alpn_wire_form(options.alpn);
+  auto protocols = options.alpn;
+  if (options.accept_tunnels) {
+    protocols.emplace_back("h2");
+    st->alpn_required = !options.alpn.empty();
+  }
+  if (!protocols.empty()) {
+    st->alpn = alpn_wire_form(protocols);
     if (st->alpn.empty()) {
       return failure{errc::context_setup_failed, "alpn: each protocol name must be 1 to 255 bytes"};
     }
-    SSL_CTX_set_alpn_select_cb(c, select_alpn, &st->alpn);
+    SSL_CTX_set_alpn_select_cb(c, select_alpn, st.get());
   }
   if (SSL_CTX_set_num_tickets(c, 0) != 1 ||
       SSL_CTX_set_ex_data(c, policy_index(), &st->peer_names) != 1) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/basic_socket_acceptor.hpp>
@@ -15,6 +16,7 @@
 #include <boost/asio/generic/stream_protocol.hpp>
 
 #include "atls/net/async_event.hpp"
+#include "atls/proxy/mux.hpp"
 #include "atls/proxy/server.hpp"
 
 namespace atls::proxy::detail {
@@ -33,6 +35,34 @@ struct session_control {
   // settings the open connection must now satisfy. policy_changed wakes the session.
   std::shared_ptr<const listener_options> policy;
   net::async_event policy_changed;
+};
+
+// A multiplexing listener's tunnel on one connection loop: the attested connection a session of
+// its own runs (see session.cpp, "Multiplexing"), and what the sessions whose connections ride
+// on it need from it. Touched on `executor` only.
+struct tunnel_handle {
+  enum class phase {
+    connecting,  // outbound: the connection is being set up and attested
+    ready,       // streams may be opened (outbound) or are being accepted (inbound)
+    closed,      // ended; `failure` says why when it never became ready
+  };
+
+  tunnel_handle(std::shared_ptr<const listener_options> settings,
+                const boost::asio::any_io_executor& loop)
+      : options(std::move(settings)), executor(loop), changed(loop) {}
+
+  const std::shared_ptr<const listener_options> options;  // the settings it was set up under
+  const boost::asio::any_io_executor executor;            // its connection loop
+  phase state = phase::connecting;
+  // Set by drain, removal or a reload: no new stream; it closes once its streams have finished.
+  bool retiring = false;
+  std::shared_ptr<mux::tunnel> tunnel;  // once ready
+  std::uint64_t connection = 0;         // the id in the tunnel's own log line
+  std::string tls_summary;              // for the log lines of the connections it carries
+  std::string attestation_summary;
+  std::string failure_outcome;  // the tunnel's outcome, for the connections it could not carry
+  std::string failure;
+  net::async_event changed;  // wakes on every change of state or retiring
 };
 
 struct listener_state {
@@ -63,7 +93,38 @@ struct listener_state {
     const std::lock_guard lock(mutex);
     return sessions.size();
   }
+
+  // Multiplexing (listener_options::multiplex): every tunnel of this listener, on every loop.
+  std::mutex tunnels_mutex;
+  std::vector<std::weak_ptr<tunnel_handle>> tunnels;
+  // Set by the server before the first connection: runs the session that sets up and carries an
+  // outbound tunnel, registered like a connection (drain, open connections).
+  std::function<void(std::shared_ptr<tunnel_handle>)> start_tunnel;
+
+  void add_tunnel(const std::shared_ptr<tunnel_handle>& handle) {
+    const std::lock_guard lock(tunnels_mutex);
+    std::erase_if(tunnels, [](const auto& t) { return t.expired(); });
+    tunnels.push_back(handle);
+  }
+  // The live tunnels on `loop`.
+  std::vector<std::shared_ptr<tunnel_handle>> tunnels_on(const boost::asio::any_io_executor& loop) {
+    std::vector<std::shared_ptr<tunnel_handle>> out;
+    const std::lock_guard lock(tunnels_mutex);
+    for (const auto& weak : tunnels) {
+      if (auto t = weak.lock(); t && t->executor == loop) {
+        out.push_back(std::move(t));
+      }
+    }
+    return out;
+  }
 };
+
+// Every tunnel of the listener stops taking streams and closes once the ones it carries have
+// finished (GOAWAY). Any thread.
+void retire_tunnels(listener_state& listener);
+
+// Ids for the connection log lines, unique in the process.
+std::uint64_t next_connection_id();
 
 // Runs one accepted connection to its end and writes its log line. Runs on control->executor;
 // the caller does the bookkeeping when it completes.
@@ -71,5 +132,12 @@ boost::asio::awaitable<void> run_session(std::shared_ptr<listener_state> listene
                                          std::shared_ptr<const listener_options> options,
                                          std::shared_ptr<session_control> control,
                                          boost::asio::generic::stream_protocol::socket client);
+
+// Sets up the outbound tunnel that `handle` stands for (multiplexing) and carries its streams
+// until it closes, then writes the tunnel's own log line. Runs on control->executor, which is
+// handle->executor.
+boost::asio::awaitable<void> run_tunnel_session(std::shared_ptr<listener_state> listener,
+                                                std::shared_ptr<session_control> control,
+                                                std::shared_ptr<tunnel_handle> handle);
 
 }  // namespace atls::proxy::detail

@@ -2000,6 +2000,47 @@ listeners:
   refused("h2", "listeners[0].tls.alpn", "");
 }
 
+TEST_CASE("multiplex is off unless set, and either side may turn it on") {
+  const auto r = load(R"(
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080, multiplex: true,
+     tls: {cert: s.crt, key: s.key, alpn: [http/1.1]}}
+  - {name: out, mode: outbound, listen: 127.0.0.1:8444, upstream: s.test:443, multiplex: true,
+     tls: {ca: ca.crt, server_name: s.test}}
+  - {name: plain, mode: outbound, listen: 127.0.0.1:8445, upstream: s.test:443,
+     tls: {ca: ca.crt, server_name: s.test}}
+)");
+  const auto& c = valid(r);
+  CHECK(c.listeners.at(0).multiplex);
+  CHECK(c.listeners.at(1).multiplex);
+  CHECK_FALSE(c.listeners.at(2).multiplex);
+}
+
+TEST_CASE("a multiplexing listener refuses an alpn that would confuse a tunnel with h2") {
+  const auto outbound = load(R"(
+listeners:
+  - {name: out, mode: outbound, listen: 127.0.0.1:8444, upstream: s.test:443, multiplex: true,
+     tls: {ca: ca.crt, server_name: s.test, alpn: [http/1.1]}}
+)");
+  const auto out_error = only_error(outbound);
+  CHECK(out_error.key == "listeners[0].multiplex");
+  CHECK(contains(out_error.message, "negotiates ALPN h2 for its tunnels itself"));
+  const auto inbound = load(R"(
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080, multiplex: true,
+     tls: {cert: s.crt, key: s.key, alpn: [h2, http/1.1]}}
+)");
+  const auto in_error = only_error(inbound);
+  CHECK(in_error.key == "listeners[0].multiplex");
+  CHECK(contains(in_error.message, "remove h2 from tls.alpn"));
+  CHECK_FALSE(load(R"(
+listeners:
+  - {name: in, mode: inbound, listen: 127.0.0.1:8443, upstream: 127.0.0.1:8080, multiplex: yes-please,
+     tls: {cert: s.crt, key: s.key}}
+)")
+                  .errors.empty());
+}
+
 TEST_CASE("the admin endpoints are off unless configured, and on loopback by default") {
   const std::string listener = R"(
 listeners:

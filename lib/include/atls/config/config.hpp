@@ -188,6 +188,9 @@ struct listener {
   std::size_t buffer_size = std::size_t{16} * 1024;  // per direction, per connection
   std::optional<config::attestation> attestation;
   proxy_protocol_version proxy_protocol = proxy_protocol_version::none;  // inbound only
+  // Workload connections as HTTP/2 CONNECT streams over one attested connection per peer and
+  // connection loop (proxy::listener_options::multiplex).
+  bool multiplex = false;
 };
 
 enum class log_level { trace, debug, info, warn, error };

@@ -62,6 +62,13 @@ struct listener_options {
   // TPM is saturated(), new connections are refused at once with outcome `tpm_busy` instead of
   // queueing into a handshake timeout.
   std::shared_ptr<const attest::tpm> handshake_tpm;
+  // Multiplexing (proxy/mux.hpp, PROTOCOL-NOTES.md "Multiplexing"). Outbound: every workload
+  // connection becomes an HTTP/2 CONNECT stream on a tunnel to the upstream, one attested
+  // connection per connection loop, set up on first use and closed after timeouts.idle without a
+  // stream. Inbound: a client that negotiates ALPN "h2" is such a tunnel, and each of its streams
+  // reaches the upstream as a connection of its own; other clients are served as usual. The TLS
+  // context must offer (outbound) or accept (inbound) "h2".
+  bool multiplex = false;
 };
 
 // What a reload did, by listener name.

@@ -37,6 +37,9 @@ struct server_options {
   // that offers ALPN but none of these is refused with the no_application_protocol alert; a
   // client that offers none gets no ALPN. Empty: ALPN is not negotiated.
   std::vector<std::string> alpn;
+  // Multiplexing (proxy/mux.hpp): "h2" is chosen after the workload's protocols, as a tunnel.
+  // With no workload protocols, a client that offers neither gets no ALPN rather than an alert.
+  bool accept_tunnels = false;
 };
 
 struct client_options {
