@@ -890,6 +890,8 @@ class session {
     carried_.attestation_summary = attestation_summary_;
     carried_.header.endpoints = endpoints_;
     describe_tls(client.native_handle(), carried_.header);
+    // h2 is the tunnel's protocol, not the workload's: a PROXY header must not claim it.
+    carried_.header.alpn.clear();
     if (attested) {
       co_await carry(*handle->tunnel, *attested, *handle);
     } else {
