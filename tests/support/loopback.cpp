@@ -3,6 +3,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <stdexcept>
 
@@ -81,7 +82,41 @@ sockaddr_in loopback_address(std::uint16_t port) {
 
 // Every socket here is close-on-exec: the tests spawn curl, openssl, swtpm and atlsd, and a child
 // that inherits a listener or a connection keeps it open behind the test's back.
+namespace {
+
+// The first port the kernel hands out for outgoing connections (ip_local_port_range).
+int ephemeral_low() {
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 0;
+  int high = 0;
+  return range >> low >> high ? low : 0;
+}
+
+bool bindable(std::uint16_t port) {
+  const socket_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  auto addr = loopback_address(port);
+  return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+}
+
+}  // namespace
+
+// Below the ephemeral range when there is room: a port bind(0) chose is the kernel's to give to
+// any outgoing connection the moment the probe closes, and the suite makes thousands of them in
+// parallel, so a daemon binding it later could find it taken (CI saw "Address already in use").
+// Chosen at random, so that parallel test processes rarely try the same one.
 std::uint16_t free_port() {
+  static thread_local std::mt19937 pick(std::random_device{}());
+  const int low = ephemeral_low();
+  constexpr int first = 10000;
+  if (low > first + 1000) {
+    std::uniform_int_distribution<int> in_range(first, low - 1);
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      const auto port = static_cast<std::uint16_t>(in_range(pick));
+      if (bindable(port)) {
+        return port;
+      }
+    }
+  }
   const socket_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   auto addr = loopback_address(0);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
