@@ -741,27 +741,16 @@ def goals(results):
              r <= 1.0 if r is not None else None)
 
     plain = get(b2r, "atlsd-tls", "per_second")
-    passport = get(b2r, "atlsd-passport", "per_second")
     haproxy = get(b2r, "haproxy", "per_second")
-    r = ratio(passport, plain)
-    goal("B2 repeat peer (passport)/atlsd plain TLS", r, ">= 0.9",
-         r >= 0.9 if r is not None else None)
-    r = ratio(passport, haproxy)
-    goal("B2 repeat peer (passport)/haproxy (default, resumes)", r, ">= 1.0",
-         r >= 1.0 if r is not None else None)
-    r = ratio(passport, get(b2r, "haproxy-full", "per_second"))
-    goal("B2 repeat peer (passport)/haproxy (full handshakes)", r, ">= 1.0",
-         r >= 1.0 if r is not None else None)
-    mux = get(b2r, "atlsd-mux", "per_second")
-    r = ratio(mux, plain)
-    goal("B2 repeat peer (multiplexed)/atlsd plain TLS", r, ">= 0.9",
-         r >= 0.9 if r is not None else None, "attested tunnel, a stream per connection")
-    r = ratio(mux, haproxy)
-    goal("B2 repeat peer (multiplexed)/haproxy (default, resumes)", r, ">= 1.0",
-         r >= 1.0 if r is not None else None)
-    r = ratio(mux, get(b2r, "haproxy-full", "per_second"))
-    goal("B2 repeat peer (multiplexed)/haproxy (full handshakes)", r, ">= 1.0",
-         r >= 1.0 if r is not None else None)
+    haproxy_full = get(b2r, "haproxy-full", "per_second")
+    for key, label in (("atlsd-passport", "passport"), ("atlsd-mux", "multiplexed")):
+        repeat = get(b2r, key, "per_second")
+        for name, baseline, target in (("atlsd plain TLS", plain, 0.9),
+                                       ("haproxy (default, resumes)", haproxy, 1.0),
+                                       ("haproxy (full handshakes)", haproxy_full, 1.0)):
+            r = ratio(repeat, baseline)
+            goal(f"B2 repeat peer ({label})/{name}", r, f">= {target}",
+                 r >= target if r is not None else None)
     mux_ops = get(b2r, "atlsd-mux", "tpm_ops_total")
     mux_conns = get(b2r, "atlsd-mux", "connections")
     if mux_ops is not None and mux_conns:

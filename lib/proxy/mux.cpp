@@ -50,7 +50,7 @@ constexpr std::size_t write_batch = std::size_t{64} * 1024;
 constexpr std::size_t read_chunk = std::size_t{16} * 1024;
 // An :authority longer than this is refused: it is only logged, and a DNS name fits in 253.
 constexpr std::size_t max_authority = 1024;
-// The peer's reasons are kept for the log, this long at most.
+// nghttp2's reasons are kept for the log (which quotes them), this long at most.
 constexpr std::size_t max_detail = 200;
 
 nghttp2_nv header(std::string_view name, std::string_view value) {
@@ -62,14 +62,6 @@ nghttp2_nv header(std::string_view name, std::string_view value) {
       .valuelen = value.size(),
       .flags = NGHTTP2_NV_FLAG_NONE,
   };
-}
-
-std::string printable(std::string_view text) {
-  std::string out;
-  for (const char c : text.substr(0, max_detail)) {
-    out += c >= 0x20 && c < 0x7f ? c : '?';
-  }
-  return out;
 }
 
 }  // namespace
@@ -252,7 +244,7 @@ struct tunnel::access {
   static int on_error(nghttp2_session* /*session*/, int /*code*/, const char* message,
                       std::size_t size, void* user) {
     auto& t = of(user);
-    t.detail_ = printable(std::string_view(message, size));
+    t.detail_.assign(message, std::min(size, max_detail));
     return 0;
   }
 };

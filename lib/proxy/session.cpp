@@ -337,25 +337,36 @@ class session {
       co_await serve_outbound_stream();
       co_return;
     }
-    if (tpm_saturated()) {
-      co_return;  // the workload's connection closes before any byte
-    }
+    // Without a TPM slot, the workload's connection closes before any byte.
     plain_stream workload(std::move(client_));
-    auto upstream = co_await reach_upstream();
-    if (!upstream) {
-      co_return;
-    }
-    set_deadline(options_.timeouts.handshake, "handshake");
-    tls::stream remote(std::move(*upstream), options_.tls);
+    std::optional<tls::stream> remote;
     std::optional<attested::attested_stream> attested;
-    if (!co_await secure(remote, /*is_server=*/false, attested)) {
+    if (!co_await secure_upstream(remote, attested)) {
       co_return;
     }
     if (attested) {
       co_await relay_attested(*attested, workload, /*network_first=*/false);
     } else {
-      co_await relay_bounded(workload, remote);
+      co_await relay_bounded(workload, *remote);
     }
+  }
+
+  // Outbound, for a connection or a tunnel: the upstream connected, its TLS handshake and the
+  // attestation the settings ask for. False when the connection must end (the outcome is
+  // recorded). `attested` borrows `remote`.
+  asio::awaitable<bool> secure_upstream(std::optional<tls::stream>& remote,
+                                        std::optional<attested::attested_stream>& attested) {
+    if (tpm_saturated()) {
+      co_return false;
+    }
+    auto upstream = co_await reach_upstream();
+    if (!upstream) {
+      co_return false;
+    }
+    set_deadline(options_.timeouts.handshake, "handshake");
+    remote.emplace(std::move(*upstream), options_.tls);
+    const bool secured = co_await secure(*remote, /*is_server=*/false, attested);
+    co_return secured;
   }
 
   // The client learns of a refusal before the handshake from a TLS alert rather than a bare
@@ -642,11 +653,8 @@ class session {
            "attestation " + std::string(attested::to_string(why)) + ": " + describe(ec, detail));
   }
 
-  // The relay on a framed stream. As the relying party, it asks the peer again on its period and
-  // when a reload asks for it; a refused answer fails the reader, which ends the relay.
-  template <class Workload>
-  asio::awaitable<void> relay_attested(attested::attested_stream& network, Workload& workload,
-                                       bool network_first) {
+  // One audit line per re-attestation round that does not close the connection.
+  void audit_reattestations(attested::attested_stream& network) {
     network.on_reattestation(
         [this, &network](const error_code& deferred, const std::string& detail) {
           if (deferred) {
@@ -656,6 +664,14 @@ class session {
           audit(attested::attester_side::peer, attested::reason::accepted, {},
                 network.peer_result() ? &*network.peer_result() : nullptr);
         });
+  }
+
+  // The relay on a framed stream. As the relying party, it asks the peer again on its period and
+  // when a reload asks for it; a refused answer fails the reader, which ends the relay.
+  template <class Workload>
+  asio::awaitable<void> relay_attested(attested::attested_stream& network, Workload& workload,
+                                       bool network_first) {
+    audit_reattestations(network);
     auto relaying = network_first ? relay(network, workload) : relay(workload, network);
     const auto period = options_.attestation->reattest_every;
     if (network.peer_attestations() == 0 || period.count() == 0) {
@@ -844,20 +860,12 @@ class session {
     auto& handle = *tunnel_;
     handle.connection = control_->id;
     spdlog::debug("listener={} id={} opening a tunnel to {}", options_.name, control_->id, peer_);
-    if (tpm_saturated()) {
-      co_return;
-    }
-    auto upstream = co_await reach_upstream();
-    if (!upstream) {
-      co_return;
-    }
-    set_deadline(options_.timeouts.handshake, "handshake");
-    tls::stream remote(std::move(*upstream), options_.tls);
+    std::optional<tls::stream> remote;
     std::optional<attested::attested_stream> attested;
-    if (!co_await secure(remote, /*is_server=*/false, attested)) {
+    if (!co_await secure_upstream(remote, attested)) {
       co_return;
     }
-    if (!negotiated_tunnel(remote.native_handle())) {
+    if (!negotiated_tunnel(remote->native_handle())) {
       record("error",
              "the peer does not take tunnels (no ALPN h2): set multiplex: true on its listener");
       co_return;
@@ -870,7 +878,7 @@ class session {
     if (attested) {
       co_await carry(*handle.tunnel, *attested, handle);
     } else {
-      co_await carry(*handle.tunnel, remote, handle);
+      co_await carry(*handle.tunnel, *remote, handle);
     }
   }
 
@@ -910,15 +918,7 @@ class session {
     timer_.cancel();
     if constexpr (std::is_same_v<Network, attested::attested_stream>) {
       attested_network_ = &network;
-      network.on_reattestation(
-          [this, &network](const error_code& deferred, const std::string& detail) {
-            if (deferred) {
-              audit(attested::attester_side::peer, attested::reason_of(deferred), detail, nullptr);
-              return;
-            }
-            audit(attested::attester_side::peer, attested::reason::accepted, {},
-                  network.peer_result() ? &*network.peer_result() : nullptr);
-          });
+      audit_reattestations(network);
     }
     mux::transport_over<Network> transport(network);
     if (tunnel.role_is_server()) {

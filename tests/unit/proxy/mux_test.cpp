@@ -27,6 +27,13 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
+// The completion of a spawned test coroutine: a failed assertion inside it fails the test.
+void rethrow(const std::exception_ptr& e) {
+  if (e) {
+    std::rethrow_exception(e);
+  }
+}
+
 class socket_transport final : public mux::transport {
  public:
   explicit socket_transport(asio::local::stream_protocol::socket& socket) : socket_(socket) {}
@@ -141,11 +148,7 @@ TEST_CASE("a tunnelled stream carries bytes both ways and passes each half-close
         CHECK(!co_await s.shutdown_send());
         server_done = true;
       },
-      [](const std::exception_ptr& e) {
-        if (e) {
-          std::rethrow_exception(e);
-        }
-      });
+      rethrow);
   pair.run([&]() -> asio::awaitable<void> {
     std::string detail;
     auto opened = co_await pair.client->open("upstream.test:443", detail);
@@ -178,19 +181,10 @@ void serve_streams(tunnel_pair& pair, int count, Serve serve) {
           REQUIRE(accepted);
           std::shared_ptr<mux::stream> s = std::move(*accepted);
           asio::co_spawn(
-              pair.io, [shared_serve, s] { return (*shared_serve)(s); },
-              [](const std::exception_ptr& e) {
-                if (e) {
-                  std::rethrow_exception(e);
-                }
-              });
+              pair.io, [shared_serve, s] { return (*shared_serve)(s); }, rethrow);
         }
       },
-      [](const std::exception_ptr& e) {
-        if (e) {
-          std::rethrow_exception(e);
-        }
-      });
+      rethrow);
 }
 
 }  // namespace
