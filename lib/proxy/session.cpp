@@ -215,6 +215,8 @@ struct tunnel_facts {
   std::string tls_summary;
   std::string attestation_summary;
   pp2::header header;  // endpoints, TLS and the peer's proof as the tunnel last knew them
+  // The listener had max_connections sessions open when the stream arrived: it is refused.
+  bool over_capacity = false;
 };
 
 asio::awaitable<void> run_stream_session(std::shared_ptr<listener_state> listener,
@@ -989,15 +991,27 @@ class session {
       auto control = std::make_shared<session_control>(next_connection_id(), control_->executor);
       stream_controls_.push_back(control);
       std::erase_if(stream_controls_, [](const auto& c) { return c.expired(); });
+      // A stream is a connection to the upstream like any other, so it counts against
+      // max_connections: otherwise one peer's tunnels could open max_streams upstream
+      // connections each, past the limit the operator set.
+      const bool admitted = listener_->try_register(control, settings_->max_connections);
+      facts.over_capacity = !admitted;
+      if (admitted) {
+        metrics::process().open_connections.with({options_.name}).inc();
+      }
       asio::co_spawn(
           control_->executor,
           run_stream_session(listener_, settings_, control, std::move(facts), std::move(*next)),
           asio::bind_cancellation_slot(
-              control->cancel.slot(),
-              [name = options_.name, id = control->id](const std::exception_ptr& e) {
+              control->cancel.slot(), [listener = listener_, name = options_.name, id = control->id,
+                                       admitted](const std::exception_ptr& e) {
                 if (e) {
                   spdlog::error("listener={} id={} session failed: {}", name, id,
                                 describe_escaped(e));
+                }
+                if (admitted) {
+                  metrics::process().open_connections.with({name}).dec();
+                  listener_state::unregister(listener, id);
                 }
               }));
     }
@@ -1037,6 +1051,14 @@ class session {
   // Inbound: one stream of a tunnel, relayed to the upstream like a connection of its own. The
   // peer learns from the CONNECT's answer whether the upstream could be reached.
   asio::awaitable<void> serve_tunnel_stream() {
+    if (via_->over_capacity) {
+      // 503: the peer's workload connection closes at once instead of waiting on a stream
+      // nobody serves.
+      record("at_capacity", "max_connections (" + std::to_string(options_.max_connections) +
+                                ") reached: the stream was refused");
+      stream_->refuse(503);
+      co_return;
+    }
     auto upstream = co_await reach_upstream();
     if (!upstream) {
       stream_->refuse(502);

@@ -295,6 +295,45 @@ TEST_CASE("a stream whose upstream refuses is closed with 502 and the tunnel kee
   CHECK(tunnel_of(lines[0]) == first_tunnel);
 }
 
+TEST_CASE("streams count against the inbound's max_connections and one beyond it is refused") {
+  const temp_dir dir;
+  const loopback_server upstream(echo_responder());
+  // Two sessions: the tunnel itself and one stream.
+  plain_pair pair(dir, local(upstream.port()), multiplex + "    max_connections: 2\n");
+
+  const auto held = connect_loopback(pair.out_port, 15s);
+  REQUIRE(held);
+  REQUIRE(echoed(held.get(), "first"));  // its stream is open on the inbound now
+
+  const auto over = connect_loopback(pair.out_port, 15s);
+  REQUIRE(over);
+  send_all(over.get(), "lost");
+  CHECK(closed_by_peer(over.get()));
+  REQUIRE(pair.in.wait_for_log("outcome=at_capacity"));
+  REQUIRE(pair.out.wait_for_log(closed_out));
+  INFO(pair.in.log());
+  INFO(pair.out.log());
+  const auto refused_in = lines_with(pair.in.log(), "outcome=at_capacity");
+  REQUIRE(refused_in.size() == 1);
+  CHECK(contains(refused_in[0], "max_connections (2) reached"));
+  const auto refused_out = lines_with(pair.out.log(), closed_out);
+  REQUIRE(refused_out.size() == 1);
+  CHECK(contains(refused_out[0], "503"));
+  // The held connection was not disturbed.
+  CHECK(echoed(held.get(), "still here"));
+
+  // Its end frees the slot: the next connection rides the same tunnel.
+  ::shutdown(held.get(), SHUT_WR);
+  CHECK(receive_all(held.get()).empty());
+  REQUIRE(pair.in.wait_for_log("outcome=ok"));
+  CHECK(echo_round_trip(pair.out_port, 3, 1024));
+  // (The refused connection's line names no tunnel: its stream never opened.)
+  const auto lines = wait_for_streams(pair.out, "out", 2);
+  REQUIRE(lines.size() == 2);
+  CHECK(contains(lines[1], "outcome=ok"));
+  CHECK(tunnel_of(lines[1]) == tunnel_of(lines[0]));
+}
+
 TEST_CASE(
     "an outbound that multiplexes to a peer that does not take tunnels closes the connection") {
   const temp_dir dir;

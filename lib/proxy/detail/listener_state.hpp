@@ -14,6 +14,7 @@
 #include <boost/asio/basic_socket_acceptor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
 
 #include "atls/net/async_event.hpp"
 #include "atls/proxy/mux.hpp"
@@ -92,6 +93,26 @@ struct listener_state {
   std::size_t open_sessions() {
     const std::lock_guard lock(mutex);
     return sessions.size();
+  }
+
+  // For sessions the accept loop does not start (an inbound tunnel's streams): registers
+  // `control` if fewer than `limit` sessions are open, so that the stream counts against
+  // max_connections and drain sees it. Any thread.
+  bool try_register(const std::shared_ptr<session_control>& control, std::size_t limit) {
+    const std::lock_guard lock(mutex);
+    if (sessions.size() >= limit) {
+      return false;
+    }
+    sessions.emplace(control->id, control);
+    return true;
+  }
+  // Undoes try_register once the session has ended. Any thread.
+  static void unregister(const std::shared_ptr<listener_state>& self, std::uint64_t id) {
+    {
+      const std::lock_guard lock(self->mutex);
+      self->sessions.erase(id);
+    }
+    boost::asio::post(self->executor, [self] { self->slot_freed.notify_all(); });
   }
 
   // Multiplexing (listener_options::multiplex): every tunnel of this listener, on every loop.
