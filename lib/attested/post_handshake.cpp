@@ -239,7 +239,30 @@ asio::awaitable<error_code> attested_stream::send_request() {
     co_return fail(request.error(), "cannot encode the authenticator request");
   }
   pending_request_ = std::move(*request);
+  prepare_appraisal(*context);
   co_return co_await send_frame(tls::frame_type::authenticator_request, *pending_request_);
+}
+
+void attested_stream::prepare_appraisal(std::span<const std::uint8_t> context) const {
+  const auto& rp = *settings_->peer;
+  if (rp.model != model::background_check || !rp.verifier) {
+    return;
+  }
+  // decide() accepts only an authenticator with the handshake certificate's key, so the binder
+  // the evidence must carry is known before the authenticator arrives. The verifier can open
+  // its session now, in parallel with the peer's TPM, and the appraisal costs one round trip.
+  SSL* ssl = tls_.native_handle();
+  X509* peer = SSL_get0_peer_certificate(ssl);
+  if (peer == nullptr) {
+    return;
+  }
+  auto key = tls::certificate_spki_der(peer);
+  if (!key) {
+    return;
+  }
+  if (auto binder = tls::attestation_binder(ssl, context, *key, settings_->binder)) {
+    rp.verifier->prepare(std::move(*binder));
+  }
 }
 
 asio::awaitable<error_code> attested_stream::send_frame(tls::frame_type type,

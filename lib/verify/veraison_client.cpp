@@ -32,6 +32,7 @@
 #include "atls/attest/evidence.hpp"
 #include "atls/common/log_quote.hpp"
 #include "atls/metrics/atlsd_metrics.hpp"
+#include "atls/net/async_event.hpp"
 #include "atls/verify/ear.hpp"
 #include "atls/verify/error.hpp"
 
@@ -293,6 +294,7 @@ class veraison_client::impl : public std::enable_shared_from_this<impl> {
   asio::awaitable<result<attestation_result>> appraise(bytes evidence, std::string media_type,
                                                        bytes nonce);
   asio::awaitable<result<bytes>> challenge(std::size_t size);
+  asio::awaitable<void> prepare(bytes nonce);
   asio::awaitable<result<veraison_client::discovery>> discover();
 
  private:
@@ -313,6 +315,11 @@ class veraison_client::impl : public std::enable_shared_from_this<impl> {
   asio::awaitable<result<std::string>> open_session(std::size_t url, const std::string& query,
                                                     bytes* nonce_out);
   asio::awaitable<void> delete_session(std::size_t url, const std::string& session);
+  // Deletes the session in the background, off the appraisal's path. On the strand.
+  void forget_session(std::size_t url, std::string session);
+  // Keeps a session for the appraise() that brings its nonce. On the strand.
+  void keep_pending(pending_session session);
+  [[nodiscard]] bool preparing(std::span<const std::uint8_t> nonce) const;
   asio::awaitable<result<verification_key>> ear_key(std::size_t url);
   asio::awaitable<result<veraison_client::discovery>> fetch_discovery(std::size_t url);
 
@@ -339,6 +346,9 @@ class veraison_client::impl : public std::enable_shared_from_this<impl> {
   std::vector<std::deque<std::unique_ptr<connection>>> pools_;
   std::vector<std::optional<verification_key>> discovered_keys_;
   std::deque<pending_session> pending_;
+  // Nonces whose session prepare() is still opening; session_prepared wakes when one is done.
+  std::vector<bytes> preparing_;
+  net::async_event session_prepared_{strand_};
   std::size_t preferred_ = 0;  // the URL that last answered
   std::string name_;
   std::minstd_rand random_;
@@ -391,6 +401,11 @@ asio::awaitable<result<attestation_result>> veraison_client::impl::appraise(byte
     binding = std::move(*checked);
   }
 
+  bool waiting = preparing(nonce);
+  while (waiting) {
+    const bool woken = co_await session_prepared_.wait();
+    waiting = woken && preparing(nonce);
+  }
   auto reserved = take_pending(nonce);
   auto attempt = [&](std::size_t url) {
     std::optional<std::string> session;
@@ -405,8 +420,7 @@ asio::awaitable<result<attestation_result>> veraison_client::impl::appraise(byte
   auto attempts = with_retries<attestation_result>(attempt);
   auto outcome = co_await std::move(attempts);
   if (reserved) {
-    auto deleted = delete_session(reserved->url, reserved->path);
-    co_await std::move(deleted);
+    forget_session(reserved->url, std::move(reserved->path));
   }
   if (!outcome) {
     co_return outcome.error();
@@ -456,8 +470,7 @@ asio::awaitable<result<attestation_result>> veraison_client::impl::appraise_once
   }
   auto submission = submit(url, *session, evidence, media_type);
   auto token = co_await std::move(submission);
-  auto deleted = delete_session(url, *session);
-  co_await std::move(deleted);
+  forget_session(url, std::move(*session));
   if (!token) {
     co_return token.error();
   }
@@ -592,20 +605,74 @@ asio::awaitable<result<bytes>> veraison_client::impl::challenge(std::size_t size
       co_await std::move(deleted);
       co_return verify_errc::bad_response;
     }
-    const auto now = std::chrono::steady_clock::now();
-    while (!pending_.empty() &&
-           (pending_.size() >= max_pending_sessions || pending_.front().expires < now)) {
-      pending_.pop_front();
-    }
-    // Kept no longer than Veraison's own default session lifetime (2m30s).
-    pending_.push_back({.nonce = nonce,
-                        .url = url,
-                        .path = std::move(*opened),
-                        .expires = now + std::chrono::seconds(150)});
+    keep_pending({.nonce = nonce, .url = url, .path = std::move(*opened), .expires = {}});
     co_return nonce;
   };
   auto attempts = with_retries<bytes>(attempt);
   co_return co_await std::move(attempts);
+}
+
+void veraison_client::impl::keep_pending(pending_session session) {
+  const auto now = std::chrono::steady_clock::now();
+  while (!pending_.empty() &&
+         (pending_.size() >= max_pending_sessions || pending_.front().expires < now)) {
+    pending_.pop_front();
+  }
+  // Kept no longer than Veraison's own default session lifetime (2m30s).
+  session.expires = now + std::chrono::seconds(150);
+  pending_.push_back(std::move(session));
+}
+
+bool veraison_client::impl::preparing(std::span<const std::uint8_t> nonce) const {
+  return std::ranges::any_of(preparing_,
+                             [&](const bytes& candidate) { return same_bytes(candidate, nonce); });
+}
+
+asio::awaitable<void> veraison_client::impl::prepare(bytes nonce) {
+  if (nonce.size() < min_nonce_size || nonce.size() > max_nonce_size ||
+      preparing_.size() >= max_pending_sessions) {
+    co_return;
+  }
+  preparing_.push_back(nonce);
+  struct opened_session {
+    std::size_t url = 0;
+    std::string path;
+  };
+  auto attempt = [&](std::size_t url) -> asio::awaitable<result<opened_session>> {
+    bytes minted;
+    const auto query = "nonce=" + nonce_query_value(nonce);
+    auto opening = open_session(url, query, &minted);
+    auto opened = co_await std::move(opening);
+    if (!opened) {
+      co_return opened.error();
+    }
+    if (!same_bytes(minted, nonce)) {
+      forget_session(url, std::move(*opened));
+      co_return verify_errc::bad_response;
+    }
+    co_return opened_session{.url = url, .path = std::move(*opened)};
+  };
+  auto attempts = with_retries<opened_session>(attempt);
+  auto outcome = co_await std::move(attempts);
+  if (outcome) {
+    keep_pending(
+        {.nonce = nonce, .url = outcome->url, .path = std::move(outcome->path), .expires = {}});
+  } else {
+    spdlog::debug("verifier {}: no session prepared ahead: {}", name_, outcome.error().message());
+  }
+  std::erase_if(preparing_, [&](const bytes& candidate) { return same_bytes(candidate, nonce); });
+  session_prepared_.notify_all();
+}
+
+void veraison_client::impl::forget_session(std::size_t url, std::string session) {
+  auto work = [self = shared_from_this(), url, session = std::move(session)]() {
+    return self->delete_session(url, session);
+  };
+  asio::co_spawn(strand_, std::move(work), [name = name_](const std::exception_ptr& e) {
+    if (e) {
+      spdlog::error("verifier {}: deleting a session failed: {}", name, describe_escaped(e));
+    }
+  });
 }
 
 std::optional<veraison_client::impl::pending_session> veraison_client::impl::take_pending(
@@ -935,6 +1002,18 @@ asio::awaitable<result<bytes>> veraison_client::challenge(std::size_t size) {
   auto work = [state = impl_, size] { return state->challenge(size); };
   auto pending = asio::co_spawn(impl_->strand(), std::move(work), asio::use_awaitable);
   co_return co_await std::move(pending);
+}
+
+void veraison_client::prepare(bytes expected_nonce) {
+  auto work = [state = impl_, nonce = std::move(expected_nonce)]() mutable {
+    return state->prepare(std::move(nonce));
+  };
+  asio::co_spawn(
+      impl_->strand(), std::move(work), [name = impl_->name()](const std::exception_ptr& e) {
+        if (e) {
+          spdlog::error("verifier {}: preparing a session failed: {}", name, describe_escaped(e));
+        }
+      });
 }
 
 asio::awaitable<result<veraison_client::discovery>> veraison_client::discover() {

@@ -58,6 +58,8 @@ class matrix {
         REQUIRE(out.wait_for_log("passport: new attestation result"));
       }
     }
+    // The passports' sessions are deleted after their EARs came back.
+    REQUIRE(veraison_.server().wait_for_no_open_session());
     const auto asked = veraison_.server().requests();
 
     const auto fetched = curl_http(out_port);

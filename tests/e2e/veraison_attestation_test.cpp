@@ -79,7 +79,7 @@ TEST_CASE("a client sidecar has the server's TPM evidence appraised by Veraison,
   CHECK(contains(setup.out->log(), "attestation=\"peer=affirming key=sha256:"));
   // The relying party asked Veraison, and closed the session it opened.
   CHECK(setup.veraison.server().requests() > 0);
-  CHECK(setup.veraison.server().open_sessions() == 0);
+  CHECK(setup.veraison.server().wait_for_no_open_session());
 }
 
 TEST_CASE("a client sidecar refuses the server while Veraison fails, and accepts it once back") {
@@ -119,6 +119,8 @@ TEST_CASE("a server sidecar presents a Veraison passport that the client accepts
   setup.run(passport_server(setup, intra), passport_client(setup.veraison.ear_key(), intra));
   INFO(setup.in->log());
   REQUIRE(setup.in->wait_for_log("passport: new attestation result"));
+  // The passport's session is deleted after its EAR came back.
+  REQUIRE(setup.veraison.server().wait_for_no_open_session());
   const auto asked = setup.veraison.server().requests();
 
   for (int i = 0; i < 3; ++i) {

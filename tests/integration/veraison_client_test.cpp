@@ -161,7 +161,8 @@ TEST_CASE("Parsec TPM evidence appraised by Veraison over HTTP comes back affirm
   CHECK(outcome->attested_key == *tls_key);
   CHECK(outcome->nonce == vector_nonce);
   CHECK_FALSE(outcome->raw_ear.empty());
-  CHECK(server.open_sessions() == 0);  // the session was deleted, not left to expire
+  // The session was deleted, not left to expire (after the result: off the appraisal's path).
+  CHECK(server.wait_for_no_open_session());
 }
 
 TEST_CASE("the client works over HTTPS with the verifier's CA, and refuses another CA") {
@@ -312,6 +313,7 @@ TEST_CASE("an EAR signed by a key other than the pinned one is refused and not r
 
   REQUIRE_FALSE(outcome.has_value());
   CHECK(outcome.error() == verify_errc::bad_signature);
+  server.wait_for_requests(3);
   CHECK(server.requests() == 3);  // newSession, evidence, delete: one attempt only
 }
 
@@ -340,7 +342,7 @@ TEST_CASE("a session still processing is polled until its EAR is ready") {
 
   REQUIRE(outcome.has_value());
   CHECK(outcome->status == ear_status::affirming);
-  CHECK(server.requests() >= 4);  // newSession, evidence (202), at least one GET, delete
+  CHECK(server.wait_for_requests(4));  // newSession, evidence (202), at least one GET, delete
 }
 
 TEST_CASE("an evidence media type Veraison does not accept is a rejection, not retried") {
@@ -352,6 +354,7 @@ TEST_CASE("an evidence media type Veraison does not accept is a rejection, not r
 
   REQUIRE_FALSE(outcome.has_value());
   CHECK(outcome.error() == verify_errc::verifier_rejected);
+  server.wait_for_requests(3);
   CHECK(server.requests() == 3);  // newSession, evidence (415), delete
 }
 
@@ -360,12 +363,15 @@ TEST_CASE("connections to Veraison are kept alive and reused across appraisals")
   client_fixture client(server);
   const auto evidence = read_file(vectors + "parsec-tpm-evidence.cbor");
 
-  for (int i = 0; i < 3; ++i) {
+  for (std::size_t i = 0; i < 3; ++i) {
     const auto outcome = client.appraise(evidence, vector_nonce);
     REQUIRE(outcome.has_value());
+    REQUIRE(server.wait_for_requests(3 * (i + 1)));
   }
 
-  CHECK(server.connections() == 1);
+  // Nine requests, not nine connections. The session's delete follows the result, so the next
+  // appraisal may find the one connection still busy with it and open a second.
+  CHECK(server.connections() <= 2);
   CHECK(server.requests() == 9);
 }
 
@@ -481,8 +487,64 @@ TEST_CASE("a nonce from challenge() binds TPM evidence that Veraison then apprai
   REQUIRE(outcome.has_value());
   CHECK(outcome->status == ear_status::affirming);
   CHECK(outcome->attested_key == (*attester)->tls_public_key());
-  CHECK(server.open_sessions() == 0);
+  CHECK(server.wait_for_no_open_session());
   CHECK(server.requests() == 3);  // newSession (challenge), evidence, delete: session reused
+}
+
+TEST_CASE("a session prepared while the evidence is produced leaves one request on the path") {
+  test::veraison_server server(vector_machine());
+  client_fixture fixture(server);
+  auto client = fixture.make_client();
+  const auto evidence = read_file(vectors + "parsec-tpm-evidence.cbor");
+
+  client->prepare(vector_nonce);
+  REQUIRE(server.wait_for_requests(1));  // newSession, in the background
+  CHECK(server.open_sessions() == 1);
+  // Every answer now takes a second: an appraisal that still had to open its session, or that
+  // waited for the delete, would take two.
+  server.faults().delay_ms = 1000;
+  const auto started = std::chrono::steady_clock::now();
+  const auto outcome = fixture.appraise(evidence, vector_nonce);
+  const auto took = std::chrono::steady_clock::now() - started;
+
+  REQUIRE(outcome.has_value());
+  CHECK(outcome->status == ear_status::affirming);
+  CHECK(took < 2s);
+  CHECK(server.wait_for_no_open_session());
+  CHECK(server.requests() == 3);  // newSession (prepared), evidence, delete
+}
+
+TEST_CASE("an appraisal that arrives while its session is being prepared waits for that session") {
+  test::veraison_server server(vector_machine());
+  server.faults().delay_ms = 200;  // the prepared newSession is still on its way
+  client_fixture fixture(server);
+  auto client = fixture.make_client();
+
+  client->prepare(vector_nonce);
+  const auto outcome =
+      fixture.appraise(read_file(vectors + "parsec-tpm-evidence.cbor"), vector_nonce);
+
+  REQUIRE(outcome.has_value());
+  CHECK(outcome->status == ear_status::affirming);
+  CHECK(server.wait_for_no_open_session());
+  CHECK(server.requests() == 3);  // one newSession, not two
+}
+
+TEST_CASE("a prepared session nobody appraises with does not disturb another nonce's appraisal") {
+  test::veraison_server server(vector_machine());
+  client_fixture fixture(server);
+  auto client = fixture.make_client();
+
+  client->prepare(bytes(32, 0x5A));
+  REQUIRE(server.wait_for_requests(1));
+  const auto outcome =
+      fixture.appraise(read_file(vectors + "parsec-tpm-evidence.cbor"), vector_nonce);
+
+  REQUIRE(outcome.has_value());
+  CHECK(outcome->nonce == vector_nonce);
+  server.wait_for_requests(4);
+  CHECK(server.requests() == 4);       // the prepared newSession, then a session of its own
+  CHECK(server.open_sessions() == 1);  // the unused one is left to expire on the server
 }
 
 }  // namespace

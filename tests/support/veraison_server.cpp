@@ -1347,4 +1347,27 @@ std::size_t veraison_server::unauthorized() const {
   return impl_->unauthorized();
 }
 
+namespace {
+template <class Condition>
+bool poll_until(Condition condition, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > until) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+}  // namespace
+
+bool veraison_server::wait_for_requests(std::size_t count,
+                                        std::chrono::milliseconds timeout) const {
+  return poll_until([&] { return requests() >= count; }, timeout);
+}
+
+bool veraison_server::wait_for_no_open_session(std::chrono::milliseconds timeout) const {
+  return poll_until([&] { return open_sessions() == 0; }, timeout);
+}
+
 }  // namespace atls::test

@@ -95,6 +95,12 @@ class veraison_server {
   [[nodiscard]] std::size_t connections() const;    // TCP connections accepted
   [[nodiscard]] std::size_t open_sessions() const;  // created and neither deleted nor expired
   [[nodiscard]] std::size_t unauthorized() const;   // requests refused for their credentials
+  // Clients delete their sessions after the appraisal has returned: these wait, at most
+  // `timeout`, for the server to have read `count` requests, or for no session to be open.
+  // True once it has.
+  bool wait_for_requests(std::size_t count,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  bool wait_for_no_open_session(std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
 
  private:
   class impl;

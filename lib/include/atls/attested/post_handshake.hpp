@@ -26,6 +26,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -150,6 +151,9 @@ class attested_stream {
 
  private:
   boost::asio::awaitable<error_code> send_request();
+  // Background check: has the verifier open its session for the binder of `context` while the
+  // peer produces its evidence.
+  void prepare_appraisal(std::span<const std::uint8_t> context) const;
   // Copies `payload` once, behind its header, into out_: it must stay valid only until the
   // copy, which happens before the first suspension after the wait for an earlier write.
   boost::asio::awaitable<error_code> send_frame(tls::frame_type type,

@@ -70,9 +70,10 @@ class veraison_client final : public verifier {
   veraison_client(veraison_client&&) = delete;
   veraison_client& operator=(veraison_client&&) = delete;
 
-  // Opens a session with expected_nonce (or reuses the one challenge() opened for it), posts the
-  // evidence with its media type, reads the EAR (polling while the session is processing),
-  // deletes the session, verifies the EAR, and checks the challenge and key in the evidence.
+  // Opens a session with expected_nonce (or reuses the one challenge() or prepare() opened for
+  // it), posts the evidence with its media type, reads the EAR (polling while the session is
+  // processing), verifies the EAR, and checks the challenge and key in the evidence. The session
+  // is deleted in the background, after the result is returned.
   // Fails with verify_errc: verifier_unavailable when every attempt failed on the network or with
   // 5xx; verifier_rejected for a 4xx; bad_response, session_failed; the EAR's own errors
   // (bad_signature, ...); nonce_mismatch or attested_key_mismatch when the evidence does not
@@ -84,6 +85,11 @@ class veraison_client final : public verifier {
   // Opens a session with a nonce of `size` bytes minted by Veraison (?nonceSize=) and keeps it
   // for the appraise() call that brings that nonce (for at most the session's expiry).
   [[nodiscard]] boost::asio::awaitable<result<bytes>> challenge(std::size_t size) override;
+  // Opens a session with `expected_nonce` (?nonce=) in the background and keeps it, like
+  // challenge(), for the appraise() that brings that nonce: the appraisal then posts the
+  // evidence and nothing else on its way. A failure is logged at debug level only (appraise()
+  // opens a session itself and reports what goes wrong then).
+  void prepare(bytes expected_nonce) override;
 
   // Fetches the well-known document (discover()); a service whose state is not READY fails
   // with verify_errc::verifier_unavailable.

@@ -37,6 +37,13 @@ class verifier {
   // same session. Fails with verify_errc.
   [[nodiscard]] virtual boost::asio::awaitable<result<bytes>> challenge(std::size_t size) = 0;
 
+  // A hint: an appraise() with `expected_nonce` is coming (the peer is producing the evidence).
+  // A verifier with sessions opens one for that nonce now, in the background, so that the
+  // appraisal then costs one round trip instead of two; an appraise() that arrives while the
+  // session is still opening waits for it. Never fails: when no session could be opened,
+  // appraise() opens its own. Callable from any thread; returns at once.
+  virtual void prepare(bytes expected_nonce) { (void)expected_nonce; }
+
   // Whether the verifier can appraise now, for readiness: the local verifier always can; a
   // remote one is asked whether it serves. Fails with verify_errc (verifier_unavailable when it
   // cannot be reached). Completes on the awaiting coroutine's executor.
