@@ -37,6 +37,7 @@ GIB = 1024**3
 MIB = 1024**2
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ZERO_PCR = "0" * 64
+VERIFIER_RTT_MS = 10  # atlsd-veraison-far: how far away its verifier is
 
 
 def log(message):
@@ -280,6 +281,13 @@ class Env:
             self.path("ear.pem")])
         self.veraison_url = wait_for_line(self.veraison, r"^listening on (\S+)",
                                           "the Veraison test server").group(1)
+        # The same verifier as if it were VERIFIER_RTT_MS away (another zone): every answer
+        # waits that long, which shows how many round trips a first contact waits for.
+        self.veraison_far = self.start("veraison-far", [
+            self.veraison_bin, "--endorsements", self.path("endorsements"), "--ear-key-out",
+            self.path("ear-far.pem"), "--delay-ms", str(VERIFIER_RTT_MS)])
+        self.veraison_far_url = wait_for_line(self.veraison_far, r"^listening on (\S+)",
+                                              "the far Veraison test server").group(1)
 
         self.origin = self.start("origin", [self.netload, "serve", "--port", "0"])
         self.origin_port = int(wait_for_line(self.origin, r"^listening on (\d+)",
@@ -322,6 +330,7 @@ ATLSD_VARIANTS = {
     "atlsd-attested": "atlsd, attested (post-handshake, local verifier)",
     "atlsd-intra": "atlsd, attested (intra-handshake, local verifier)",
     "atlsd-veraison": "atlsd, attested (post-handshake, Veraison verifier)",
+    "atlsd-veraison-far": "atlsd, attested (post-handshake, Veraison verifier 10 ms away)",
     "atlsd-passport": "atlsd, attested (passport: Veraison EAR)",
     "atlsd-mux": "atlsd, attested (post-handshake, local verifier), multiplexed",
 }
@@ -364,7 +373,10 @@ def atlsd_pair(env, key):
             f"          trusted_aks: [{{pem: {env.path('ak.pem')}}}]\n"
             f"          reference_values: {{bank: sha256, pcrs: {{{pcrs}}}}}\n"
             "        accept: {minimum_status: affirming}\n")
-    elif key == "atlsd-veraison":
+    elif key in ("atlsd-veraison", "atlsd-veraison-far"):
+        if key == "atlsd-veraison-far":
+            veraison = (f"          urls: [{env.veraison_far_url}]\n"
+                        f"          ear_key: {env.path('ear-far.pem')}\n")
         in_attestation = "    attestation:\n      self:\n        pcrs: [0, 1, 2, 3, 4, 5, 6, 7]\n"
         out_attestation = ("    attestation:\n      peer:\n        verifier: veraison\n"
                            "        veraison:\n" + veraison +
@@ -396,7 +408,7 @@ def atlsd_pair(env, key):
         run([env.atlsd, "--config", config, "--check"], what=f"atlsd --check {config}")
         procs.append(env.start(f"{key}-{side}", [env.atlsd, "--config", config]))
     pair = Pair(key, LABELS[key], out_port, procs, (in_admin, out_admin), tpm=attested,
-                verifier=key in ("atlsd-veraison", "atlsd-passport"))
+                verifier=key in ("atlsd-veraison", "atlsd-veraison-far", "atlsd-passport"))
     # /readyz: every listener bound, the TPM answering, a passport in hand.
     deadline = time.monotonic() + 30
     for admin, proc in zip(pair.admin_ports, procs):
@@ -531,7 +543,8 @@ def b2(env, pair, args):
     if pair.tpm:
         helpers.append(env.swtpm.pid)
     if pair.verifier:
-        helpers.append(env.veraison.pid)
+        far = pair.key == "atlsd-veraison-far"
+        helpers.append((env.veraison_far if far else env.veraison).pid)
     scrapes = [scrape(port) for port in pair.admin_ports]
     cpu_before = pair.cpu()
     helper_before = sum(cpu_seconds(pid) for pid in helpers)
@@ -770,6 +783,15 @@ def goals(results):
     if vr is not None:
         goal("B2 first contact: verifier HTTP requests per connection", vr, "<= 1", vr <= 1.001,
              "background-check with the Veraison verifier")
+    fc = results.get("first_contact", {})
+    near = get(fc, "atlsd-veraison", "median_ms")
+    far = get(fc, "atlsd-veraison-far", "median_ms")
+    if near is not None and far is not None:
+        # Each request the first contact waits for adds VERIFIER_RTT_MS to its latency.
+        trips = (far - near) / VERIFIER_RTT_MS
+        goal("B2 first contact: verifier round trips it waits for", trips, "<= 1", trips < 1.5,
+             f"first contact with the verifier {VERIFIER_RTT_MS} ms away minus with it near, "
+             f"over {VERIFIER_RTT_MS} ms")
 
     for name, _, _ in B3_LOADS:
         a = get(b3r, "atlsd-tls", name, "p99_us")
@@ -1008,6 +1030,7 @@ def main():
             ("atlsd-attested", {"b1", "b2", "b3"}),
             ("atlsd-intra", {"b2", "b3"}),
             ("atlsd-veraison", {"b2"}),
+            ("atlsd-veraison-far", {"b2"}),
             ("atlsd-passport", {"b2"}),
             ("atlsd-mux", {"b2", "b3"}),
             ("stunnel", {"b1", "b2", "b3"}),
