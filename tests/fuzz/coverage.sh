@@ -22,9 +22,10 @@ declare -A sources=(
   [endorsements_fuzz]="lib/verify/endorsements.cpp"
   [proxy_protocol_fuzz]="lib/proxy/proxy_protocol.cpp"
   [config_fuzz]="lib/config/config.cpp lib/config/verifier_policy.cpp lib/config/detail/checker.cpp"
+  [mux_fuzz]="lib/proxy/mux.cpp"
 )
 targets=(remote_attestation_fuzz exported_authenticator_fuzz evidence_fuzz ear_fuzz
-  endorsements_fuzz proxy_protocol_fuzz config_fuzz)
+  endorsements_fuzz proxy_protocol_fuzz config_fuzz mux_fuzz)
 [ $# -gt 0 ] && targets=("$@")
 
 for tool in clang++-14 llvm-profdata-14 llvm-cov-14; do

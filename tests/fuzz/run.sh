@@ -20,6 +20,7 @@ all_targets=(
   endorsements_fuzz
   proxy_protocol_fuzz
   config_fuzz
+  mux_fuzz
 )
 targets=("${all_targets[@]}")
 [ $# -gt 0 ] && targets=("$@")
