@@ -261,7 +261,7 @@ void attested_stream::prepare_appraisal(std::span<const std::uint8_t> context) c
     return;
   }
   if (auto binder = tls::attestation_binder(ssl, context, *key, settings_->binder)) {
-    rp.verifier->prepare(std::move(*binder));
+    rp.verifier->prepare(*binder);
   }
 }
 

@@ -1004,8 +1004,8 @@ asio::awaitable<result<bytes>> veraison_client::challenge(std::size_t size) {
   co_return co_await std::move(pending);
 }
 
-void veraison_client::prepare(bytes expected_nonce) {
-  auto work = [state = impl_, nonce = std::move(expected_nonce)]() mutable {
+void veraison_client::prepare(const bytes& expected_nonce) {
+  auto work = [state = impl_, nonce = expected_nonce]() mutable {
     return state->prepare(std::move(nonce));
   };
   asio::co_spawn(

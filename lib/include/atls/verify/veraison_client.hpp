@@ -89,7 +89,7 @@ class veraison_client final : public verifier {
   // challenge(), for the appraise() that brings that nonce: the appraisal then posts the
   // evidence and nothing else on its way. A failure is logged at debug level only (appraise()
   // opens a session itself and reports what goes wrong then).
-  void prepare(bytes expected_nonce) override;
+  void prepare(const bytes& expected_nonce) override;
 
   // Fetches the well-known document (discover()); a service whose state is not READY fails
   // with verify_errc::verifier_unavailable.

@@ -42,7 +42,7 @@ class verifier {
   // appraisal then costs one round trip instead of two; an appraise() that arrives while the
   // session is still opening waits for it. Never fails: when no session could be opened,
   // appraise() opens its own. Callable from any thread; returns at once.
-  virtual void prepare(bytes expected_nonce) { (void)expected_nonce; }
+  virtual void prepare(const bytes& expected_nonce) { (void)expected_nonce; }
 
   // Whether the verifier can appraise now, for readiness: the local verifier always can; a
   // remote one is asked whether it serves. Fails with verify_errc (verifier_unavailable when it
