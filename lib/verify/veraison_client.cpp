@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <optional>
 #include <random>
 #include <string>
@@ -12,8 +13,11 @@
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
@@ -296,6 +300,12 @@ class veraison_client::impl : public std::enable_shared_from_this<impl> {
   asio::awaitable<result<bytes>> challenge(std::size_t size);
   asio::awaitable<void> prepare(bytes nonce);
   asio::awaitable<result<veraison_client::discovery>> discover();
+  // Cancels the background work and refuses more: the client is gone, and a verifier that hangs
+  // must not hold the daemon's io_context (and so its exit) for the request timeouts. On the
+  // strand.
+  void stop_background();
+  // Starts prepare() in the background. On the strand.
+  void start_prepare(bytes nonce);
 
  private:
   struct pending_session {
@@ -317,6 +327,10 @@ class veraison_client::impl : public std::enable_shared_from_this<impl> {
   asio::awaitable<void> delete_session(std::size_t url, const std::string& session);
   // Deletes the session in the background, off the appraisal's path. On the strand.
   void forget_session(std::size_t url, std::string session);
+  // Runs `work` (a coroutine lambda) on the strand in the background, until it completes or the
+  // client is destroyed (stop_background). On the strand.
+  template <class Work>
+  void spawn_background(Work work, std::string_view what);
   // Keeps a session for the appraise() that brings its nonce. On the strand.
   void keep_pending(pending_session session);
   [[nodiscard]] bool preparing(std::span<const std::uint8_t> nonce) const;
@@ -349,6 +363,8 @@ class veraison_client::impl : public std::enable_shared_from_this<impl> {
   // Nonces whose session prepare() is still opening; session_prepared wakes when one is done.
   std::vector<bytes> preparing_;
   net::async_event session_prepared_{strand_};
+  std::list<asio::cancellation_signal> background_;  // one per running background task
+  bool stopped_ = false;
   std::size_t preferred_ = 0;  // the URL that last answered
   std::string name_;
   std::minstd_rand random_;
@@ -668,11 +684,40 @@ void veraison_client::impl::forget_session(std::size_t url, std::string session)
   auto work = [self = shared_from_this(), url, session = std::move(session)]() {
     return self->delete_session(url, session);
   };
-  asio::co_spawn(strand_, std::move(work), [name = name_](const std::exception_ptr& e) {
-    if (e) {
-      spdlog::error("verifier {}: deleting a session failed: {}", name, describe_escaped(e));
-    }
-  });
+  spawn_background(std::move(work), "deleting a session");
+}
+
+void veraison_client::impl::start_prepare(bytes nonce) {
+  auto work = [self = shared_from_this(), nonce = std::move(nonce)]() mutable {
+    return self->prepare(std::move(nonce));
+  };
+  spawn_background(std::move(work), "preparing a session");
+}
+
+template <class Work>
+void veraison_client::impl::spawn_background(Work work, std::string_view what) {
+  if (stopped_) {
+    return;
+  }
+  auto signal = background_.emplace(background_.end());
+  asio::co_spawn(strand_, std::move(work),
+                 asio::bind_cancellation_slot(
+                     signal->slot(), [self = shared_from_this(), signal,
+                                      what = std::string(what)](const std::exception_ptr& e) {
+                       // After stop_background() the work ends with operation_aborted: expected.
+                       if (e && !self->stopped_) {
+                         spdlog::error("verifier {}: {} failed: {}", self->name_, what,
+                                       describe_escaped(e));
+                       }
+                       self->background_.erase(signal);
+                     }));
+}
+
+void veraison_client::impl::stop_background() {
+  stopped_ = true;
+  for (auto& signal : background_) {
+    signal.emit(asio::cancellation_type::terminal);
+  }
 }
 
 std::optional<veraison_client::impl::pending_session> veraison_client::impl::take_pending(
@@ -979,7 +1024,13 @@ result<std::shared_ptr<veraison_client>> veraison_client::create(
 
 veraison_client::veraison_client(std::shared_ptr<impl> state) : impl_(std::move(state)) {}
 
-veraison_client::~veraison_client() = default;
+veraison_client::~veraison_client() {
+  try {
+    asio::post(impl_->strand(), [state = impl_] { state->stop_background(); });
+  } catch (...) {
+    // Posting failed (out of memory): the background work then ends by its own timeouts.
+  }
+}
 
 std::string_view veraison_client::name() const noexcept {
   return impl_->name();
@@ -1005,15 +1056,8 @@ asio::awaitable<result<bytes>> veraison_client::challenge(std::size_t size) {
 }
 
 void veraison_client::prepare(const bytes& expected_nonce) {
-  auto work = [state = impl_, nonce = expected_nonce]() mutable {
-    return state->prepare(std::move(nonce));
-  };
-  asio::co_spawn(
-      impl_->strand(), std::move(work), [name = impl_->name()](const std::exception_ptr& e) {
-        if (e) {
-          spdlog::error("verifier {}: preparing a session failed: {}", name, describe_escaped(e));
-        }
-      });
+  asio::post(impl_->strand(),
+             [state = impl_, nonce = expected_nonce]() mutable { state->start_prepare(nonce); });
 }
 
 asio::awaitable<result<veraison_client::discovery>> veraison_client::discover() {

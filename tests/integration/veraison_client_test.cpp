@@ -530,6 +530,28 @@ TEST_CASE("an appraisal that arrives while its session is being prepared waits f
   CHECK(server.requests() == 3);  // one newSession, not two
 }
 
+TEST_CASE("a client that goes away stops its background work even while the verifier hangs") {
+  test::veraison_server server(vector_machine());
+  server.faults().delay_ms = 60'000;
+  auto key = parse_jwk(server.ear_key_jwk());
+  REQUIRE(key.has_value());
+  asio::io_context io;  // no work guard: run() returns once nothing is left to do
+  auto created = veraison_client::create(
+      io.get_executor(),
+      {.base_urls = {server.base_url()}, .ear_key = *key, .request_timeout = 30s});
+  REQUIRE(created.has_value());
+  auto client = std::move(*created);  // the only reference
+  client->prepare(vector_nonce);
+  std::thread runner([&] { io.run(); });
+  REQUIRE(server.wait_for_requests(1));  // the newSession, which the verifier sits on
+
+  const auto started = std::chrono::steady_clock::now();
+  client.reset();
+  runner.join();
+  // Not the 30 s of the request timeout: a daemon with a hung verifier still exits promptly.
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+}
+
 TEST_CASE("a prepared session nobody appraises with does not disturb another nonce's appraisal") {
   test::veraison_server server(vector_machine());
   client_fixture fixture(server);
