@@ -324,6 +324,9 @@ class veraison_client::impl : public std::enable_shared_from_this<impl> {
                                               const bytes& evidence, const std::string& media_type);
   asio::awaitable<result<std::string>> open_session(std::size_t url, const std::string& query,
                                                     bytes* nonce_out);
+  // Opens a session for exactly `nonce`. A verifier that echoes another nonce would appraise
+  // against a nonce this relying party did not choose, so that session is refused.
+  asio::awaitable<result<std::string>> open_session_with(std::size_t url, const bytes& nonce);
   asio::awaitable<void> delete_session(std::size_t url, const std::string& session);
   // Deletes the session in the background, off the appraisal's path. On the strand.
   void forget_session(std::size_t url, std::string session);
@@ -468,19 +471,10 @@ asio::awaitable<result<attestation_result>> veraison_client::impl::appraise_once
     co_return key.error();
   }
   if (!session) {
-    bytes minted;
-    const auto query = "nonce=" + nonce_query_value(nonce);
-    auto opening = open_session(url, query, &minted);
+    auto opening = open_session_with(url, nonce);
     auto opened = co_await std::move(opening);
     if (!opened) {
       co_return opened.error();
-    }
-    if (!same_bytes(minted, nonce)) {
-      // The session would appraise against a nonce this relying party did not choose.
-      auto deleted = delete_session(url, *opened);
-      co_await std::move(deleted);
-      spdlog::error("verifier {}: session nonce differs from the requested one", urls_[url].text);
-      co_return verify_errc::bad_response;
     }
     session = std::move(*opened);
   }
@@ -524,6 +518,23 @@ asio::awaitable<result<std::string>> veraison_client::impl::open_session(std::si
   }
   *nonce_out = std::move(session->nonce);
   co_return path;
+}
+
+asio::awaitable<result<std::string>> veraison_client::impl::open_session_with(std::size_t url,
+                                                                              const bytes& nonce) {
+  bytes minted;
+  const auto query = "nonce=" + nonce_query_value(nonce);
+  auto opening = open_session(url, query, &minted);
+  auto opened = co_await std::move(opening);
+  if (!opened) {
+    co_return opened.error();
+  }
+  if (!same_bytes(minted, nonce)) {
+    forget_session(url, std::move(*opened));
+    spdlog::error("verifier {}: session nonce differs from the requested one", urls_[url].text);
+    co_return verify_errc::bad_response;
+  }
+  co_return std::move(*opened);
 }
 
 // The Location of a new session, resolved against the newSession URL (Veraison sends the
@@ -655,16 +666,10 @@ asio::awaitable<void> veraison_client::impl::prepare(bytes nonce) {
     std::string path;
   };
   auto attempt = [&](std::size_t url) -> asio::awaitable<result<opened_session>> {
-    bytes minted;
-    const auto query = "nonce=" + nonce_query_value(nonce);
-    auto opening = open_session(url, query, &minted);
+    auto opening = open_session_with(url, nonce);
     auto opened = co_await std::move(opening);
     if (!opened) {
       co_return opened.error();
-    }
-    if (!same_bytes(minted, nonce)) {
-      forget_session(url, std::move(*opened));
-      co_return verify_errc::bad_response;
     }
     co_return opened_session{.url = url, .path = std::move(*opened)};
   };

@@ -569,5 +569,28 @@ TEST_CASE("a prepared session nobody appraises with does not disturb another non
   CHECK(server.open_sessions() == 1);  // the unused one is left to expire on the server
 }
 
+TEST_CASE("a session the verifier opens for another nonce is refused, and deleted") {
+  test::veraison_server server(vector_machine());
+  server.faults().mint_other_nonce = true;
+  client_fixture fixture(server);
+  auto client = fixture.make_client();
+  const auto evidence = read_file(vectors + "parsec-tpm-evidence.cbor");
+
+  std::size_t sessions_opened = 1;
+  SUBCASE("opened by the appraisal") {}
+  SUBCASE("prepared ahead") {
+    client->prepare(vector_nonce);
+    REQUIRE(server.wait_for_requests(2));  // newSession, then its delete
+    sessions_opened = 2;                   // and the appraisal tries again on its own
+  }
+  const auto outcome = fixture.appraise(evidence, vector_nonce);
+
+  REQUIRE_FALSE(outcome.has_value());
+  CHECK(outcome.error() == verify_errc::bad_response);
+  CHECK(server.wait_for_no_open_session());  // no session of the wrong nonce is left behind
+  // Each session opened and deleted, and the evidence never sent to one of them.
+  CHECK(server.requests() == 2 * sessions_opened);
+}
+
 }  // namespace
 }  // namespace atls::verify

@@ -1002,6 +1002,9 @@ class veraison_server::impl {
       }
       nonce = std::move(*decoded);
     }
+    if (faults_.mint_other_nonce) {
+      nonce = random_bytes(nonce.size());
+    }
     const std::string id = random_uuid();
     session s{.nonce = std::move(nonce),
               .expiry = verify::clock::now() + options_.session_lifetime};

@@ -46,6 +46,9 @@ struct veraison_faults {
   std::atomic<int> answer_processing{0};  // answer the next N evidence posts 202 "processing"
   std::atomic<bool> sign_with_wrong_key{false};  // EARs signed by a key not in discovery
   std::atomic<bool> expired_ear{false};          // EARs with iat an hour ago and exp in the past
+  // newSession ignores the nonce it was given and mints one of its own: a verifier that would
+  // appraise against a nonce the relying party did not choose.
+  std::atomic<bool> mint_other_nonce{false};
 
   // --- Forged EARs, for the attack suite (tests/e2e/attacks_test.cpp). ---
   // EARs with the JOSE header {"alg":"none"} and an empty signature (RFC 7515 §A.5 unsecured
