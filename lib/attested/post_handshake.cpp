@@ -238,31 +238,32 @@ asio::awaitable<error_code> attested_stream::send_request() {
   if (!request) {
     co_return fail(request.error(), "cannot encode the authenticator request");
   }
-  pending_request_ = std::move(*request);
-  prepare_appraisal(*context);
-  co_return co_await send_frame(tls::frame_type::authenticator_request, *pending_request_);
+  pending_request pending{.encoded = std::move(*request),
+                          .context = bytes(context->begin(), context->end())};
+  if (X509* peer = SSL_get0_peer_certificate(ssl); peer != nullptr) {
+    if (auto key = tls::certificate_spki_der(peer)) {
+      if (auto binder = tls::attestation_binder(ssl, pending.context, *key, settings_->binder)) {
+        pending.binder = std::move(*binder);
+      }
+      pending.handshake_key = std::move(*key);
+    }
+  }
+  // send_frame may wait for an earlier write, and the peer's close_notify during that wait drops
+  // the pending request: the frame is sent from a copy.
+  const bytes encoded = pending.encoded;
+  pending_request_ = std::move(pending);
+  prepare_appraisal();
+  co_return co_await send_frame(tls::frame_type::authenticator_request, encoded);
 }
 
-void attested_stream::prepare_appraisal(std::span<const std::uint8_t> context) const {
+void attested_stream::prepare_appraisal() const {
   const auto& rp = *settings_->peer;
-  if (rp.model != model::background_check || !rp.verifier) {
+  if (rp.model != model::background_check || !rp.verifier || !pending_request_->binder) {
     return;
   }
-  // decide() accepts only an authenticator with the handshake certificate's key, so the binder
-  // the evidence must carry is known before the authenticator arrives. The verifier can open
-  // its session now, in parallel with the peer's TPM, and the appraisal costs one round trip.
-  SSL* ssl = tls_.native_handle();
-  X509* peer = SSL_get0_peer_certificate(ssl);
-  if (peer == nullptr) {
-    return;
-  }
-  auto key = tls::certificate_spki_der(peer);
-  if (!key) {
-    return;
-  }
-  if (auto binder = tls::attestation_binder(ssl, context, *key, settings_->binder)) {
-    rp.verifier->prepare(*binder);
-  }
+  // The verifier can open its session now, in parallel with the peer's TPM, and the appraisal
+  // costs one round trip.
+  rp.verifier->prepare(*pending_request_->binder);
 }
 
 asio::awaitable<error_code> attested_stream::send_frame(tls::frame_type type,
@@ -432,12 +433,12 @@ asio::awaitable<result<bytes>> attested_stream::our_cmw(const bytes& context, st
 }
 
 asio::awaitable<error_code> attested_stream::judge_authenticator(const bytes& authenticator) {
-  const bytes request = std::move(*pending_request_);
+  const pending_request request = std::move(*pending_request_);
   pending_request_.reset();
-  const auto context = tls::decode_request(request)->context;  // our own request: it decodes
+  const auto& context = request.context;
 
   std::string detail;
-  auto deciding = decide(request, context, authenticator, detail);
+  auto deciding = decide(request, authenticator, detail);
   auto decision = co_await std::move(deciding);
   const auto why = decision ? reason::accepted : reason_of(decision.error());
   // A verifier outage is not the peer's doing: within the grace, the round is deferred without a
@@ -476,9 +477,9 @@ asio::awaitable<error_code> attested_stream::judge_authenticator(const bytes& au
 }
 
 asio::awaitable<result<verify::attestation_result>> attested_stream::decide(
-    const bytes& request, const bytes& context, const bytes& authenticator, std::string& detail) {
+    const pending_request& request, const bytes& authenticator, std::string& detail) {
   SSL* ssl = tls_.native_handle();
-  auto verified = tls::verify_authenticator(ssl, request, authenticator, session_,
+  auto verified = tls::verify_authenticator(ssl, request.encoded, authenticator, session_,
                                             {.code_points = settings_->code_points});
   if (!verified) {
     detail = verified.error() == tls::errc::no_evidence
@@ -491,14 +492,16 @@ asio::awaitable<result<verify::attestation_result>> attested_stream::decide(
     co_return make_error_code(tls::errc::no_evidence);
   }
   // Attestation and identity must name the same endpoint: the key certified in the handshake.
-  if (X509* peer = SSL_get0_peer_certificate(ssl); peer != nullptr) {
-    auto handshake_key = tls::certificate_spki_der(peer);
-    if (!handshake_key || *handshake_key != verified->leaf_spki_der) {
-      detail = "the authenticator's key is not the key of the handshake certificate";
-      co_return make_error_code(verify::verify_errc::attested_key_mismatch);
-    }
+  if (SSL_get0_peer_certificate(ssl) != nullptr &&
+      (!request.handshake_key || *request.handshake_key != verified->leaf_spki_der)) {
+    detail = "the authenticator's key is not the key of the handshake certificate";
+    co_return make_error_code(verify::verify_errc::attested_key_mismatch);
   }
-  auto binder = tls::attestation_binder(ssl, context, verified->leaf_spki_der, settings_->binder);
+  // Without a handshake certificate, the binder is for the authenticator's own key.
+  auto binder = request.binder
+                    ? result<bytes>(*request.binder)
+                    : tls::attestation_binder(ssl, request.context, verified->leaf_spki_der,
+                                              settings_->binder);
   if (!binder) {
     detail = "cannot derive the attestation binder";
     co_return binder.error();

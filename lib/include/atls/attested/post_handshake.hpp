@@ -151,9 +151,9 @@ class attested_stream {
 
  private:
   boost::asio::awaitable<error_code> send_request();
-  // Background check: has the verifier open its session for the binder of `context` while the
-  // peer produces its evidence.
-  void prepare_appraisal(std::span<const std::uint8_t> context) const;
+  // Background check: has the verifier open its session for the pending request's binder while
+  // the peer produces its evidence.
+  void prepare_appraisal() const;
   // Copies `payload` once, behind its header, into out_: it must stay valid only until the
   // copy, which happens before the first suspension after the wait for an earlier write.
   boost::asio::awaitable<error_code> send_frame(tls::frame_type type,
@@ -170,8 +170,8 @@ class attested_stream {
   boost::asio::awaitable<result<bytes>> our_cmw(const bytes& context, std::string& why);
   boost::asio::awaitable<error_code> judge_authenticator(const bytes& authenticator);
   // The relying party's decision on one authenticator; detail says why it refused.
-  boost::asio::awaitable<result<verify::attestation_result>> decide(const bytes& request,
-                                                                    const bytes& context,
+  struct pending_request;
+  boost::asio::awaitable<result<verify::attestation_result>> decide(const pending_request& request,
                                                                     const bytes& authenticator,
                                                                     std::string& detail);
   error_code take_verdict(const bytes& payload);
@@ -191,7 +191,16 @@ class attested_stream {
   net::async_event written_;
   bytes out_;  // the frame being written
 
-  std::optional<bytes> pending_request_;   // our request, until its authenticator arrives
+  // Our request, until its authenticator arrives. The evidence must be bound to the handshake
+  // certificate's key (decide() accepts no other), so its binder is known when the request is
+  // sent: derived once, it lets the verifier prepare and is what the appraisal checks.
+  struct pending_request {
+    bytes encoded;
+    bytes context;
+    std::optional<bytes> handshake_key;  // the peer certificate's SPKI, when it sent one
+    std::optional<bytes> binder;         // for handshake_key
+  };
+  std::optional<pending_request> pending_request_;
   std::optional<bytes> answered_context_;  // the context we answered, until its verdict
   std::optional<verify::attestation_result> peer_result_;
   std::optional<verify::attestation_result> refused_result_;
