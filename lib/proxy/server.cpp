@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <limits>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -177,6 +178,22 @@ struct server::state {
   bool draining = false;
   std::atomic<std::size_t> open{0};
 
+  // Registers `control` as an open session of `listener` if fewer than `limit` are open: drain
+  // can abort it, reloads reach it, and it counts as open until finish_session. Any thread.
+  bool admit(const std::shared_ptr<listener_state>& listener,
+             const std::shared_ptr<session_control>& control, std::size_t limit) {
+    {
+      const std::lock_guard lock(listener->mutex);
+      if (listener->sessions.size() >= limit) {
+        return false;
+      }
+      listener->sessions.emplace(control->id, control);
+    }
+    ++open;
+    metrics::process().open_connections.with({listener->name}).inc();
+    return true;
+  }
+
   static void finish_session(const std::shared_ptr<state>& self,
                              const std::shared_ptr<listener_state>& listener, std::uint64_t id) {
     {
@@ -195,12 +212,7 @@ struct server::state {
   void spawn(const std::shared_ptr<state>& self, const std::shared_ptr<listener_state>& listener,
              const asio::any_io_executor& loop, Body body) {
     auto control = std::make_shared<session_control>(detail::next_connection_id(), loop);
-    {
-      const std::lock_guard lock(listener->mutex);
-      listener->sessions.emplace(control->id, control);
-    }
-    ++open;
-    metrics::process().open_connections.with({listener->name}).inc();
+    admit(listener, control, std::numeric_limits<std::size_t>::max());
     asio::co_spawn(
         control->executor, [control, body = std::move(body)]() mutable { return body(control); },
         asio::bind_cancellation_slot(
@@ -581,6 +593,21 @@ void start_accepting(const std::shared_ptr<server::state>& self,
     handle->state = tunnel_handle::phase::closed;
     handle->failure = "atlsd is shutting down";
     handle->changed.notify_all();
+  };
+  listener->admit_session =
+      [weak_self = std::weak_ptr(self), weak_listener = std::weak_ptr(listener)](
+          const std::shared_ptr<session_control>& control, std::size_t limit) {
+        auto live_server = weak_self.lock();
+        auto live_listener = weak_listener.lock();
+        return live_server && live_listener && live_server->admit(live_listener, control, limit);
+      };
+  listener->finish_session = [weak_self = std::weak_ptr(self),
+                              weak_listener = std::weak_ptr(listener)](std::uint64_t id) {
+    auto live_server = weak_self.lock();
+    auto live_listener = weak_listener.lock();
+    if (live_server && live_listener) {
+      server::state::finish_session(live_server, live_listener, id);
+    }
   };
   const auto& options = *listener->current;
   spdlog::info("listener={} mode={} listen={} upstream={} max_connections={}", listener->name,

@@ -994,11 +994,8 @@ class session {
       // A stream is a connection to the upstream like any other, so it counts against
       // max_connections: otherwise one peer's tunnels could open max_streams upstream
       // connections each, past the limit the operator set.
-      const bool admitted = listener_->try_register(control, settings_->max_connections);
+      const bool admitted = listener_->admit_session(control, settings_->max_connections);
       facts.over_capacity = !admitted;
-      if (admitted) {
-        metrics::process().open_connections.with({options_.name}).inc();
-      }
       asio::co_spawn(
           control_->executor,
           run_stream_session(listener_, settings_, control, std::move(facts), std::move(*next)),
@@ -1010,8 +1007,7 @@ class session {
                                 describe_escaped(e));
                 }
                 if (admitted) {
-                  metrics::process().open_connections.with({name}).dec();
-                  listener_state::unregister(listener, id);
+                  listener->finish_session(id);
                 }
               }));
     }

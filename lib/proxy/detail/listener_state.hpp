@@ -95,25 +95,14 @@ struct listener_state {
     return sessions.size();
   }
 
-  // For sessions the accept loop does not start (an inbound tunnel's streams): registers
-  // `control` if fewer than `limit` sessions are open, so that the stream counts against
-  // max_connections and drain sees it. Any thread.
-  bool try_register(const std::shared_ptr<session_control>& control, std::size_t limit) {
-    const std::lock_guard lock(mutex);
-    if (sessions.size() >= limit) {
-      return false;
-    }
-    sessions.emplace(control->id, control);
-    return true;
-  }
-  // Undoes try_register once the session has ended. Any thread.
-  static void unregister(const std::shared_ptr<listener_state>& self, std::uint64_t id) {
-    {
-      const std::lock_guard lock(self->mutex);
-      self->sessions.erase(id);
-    }
-    boost::asio::post(self->executor, [self] { self->slot_freed.notify_all(); });
-  }
+  // Set by the server before the first connection, for sessions the accept loop does not start
+  // (an inbound tunnel's streams). admit_session registers `control` like an accepted
+  // connection (drain, reload and the open-connection counts see it) if fewer than `limit`
+  // sessions are open, and says whether it did; finish_session undoes it once the session has
+  // ended. Any thread.
+  std::function<bool(const std::shared_ptr<session_control>& control, std::size_t limit)>
+      admit_session;
+  std::function<void(std::uint64_t id)> finish_session;
 
   // Multiplexing (listener_options::multiplex): every tunnel of this listener, on every loop.
   std::mutex tunnels_mutex;
