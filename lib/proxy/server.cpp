@@ -300,7 +300,9 @@ struct server::state {
     for (const auto& [id, control] : listener.sessions) {
       asio::post(control->executor, [control = control, settings] {
         control->policy = settings;
-        control->policy_changed.notify_all();
+        if (control->policy_changed) {
+          control->policy_changed();
+        }
       });
     }
   }

@@ -272,7 +272,19 @@ class session {
         stream_(std::move(stream)),
         via_(std::move(facts)) {}
 
+  ~session() { control_->policy_changed = nullptr; }
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+  session(session&&) = delete;
+  session& operator=(session&&) = delete;
+
   asio::awaitable<void> run() {
+    // Called on this strand by a reload: wakes follow_reloads, or the watchdog, which follows
+    // reloads for a relay without a coroutine of its own for them (relay_bounded).
+    control_->policy_changed = [this] {
+      policy_changed_.notify_all();
+      timer_.cancel();
+    };
     co_await (serve() || watch());
     if (outcome_.empty()) {
       record("aborted", control_->aborting ? "drain timeout" : "cancelled");
@@ -476,29 +488,23 @@ class session {
   }
 
   // Intra-handshake attestation happens once per connection, so the result's age bounds the
-  // connection's life: past it, the peer would be trusted on stale evidence. Ends the relay by
-  // completing first.
-  asio::awaitable<void> close_when_result_expires(std::chrono::steady_clock::time_point deadline) {
-    asio::steady_timer timer(co_await asio::this_coro::executor);
-    timer.expires_at(deadline);
-    auto [ec] = co_await timer.async_wait(use_tuple);
-    if (!ec) {
-      record_attestation_failure(
-          make_error_code(verify::verify_errc::result_too_old),
-          "the connection outlived the peer's attestation result (accept.max_age or the "
-          "result's exp); the peer must connect again to attest again");
-    }
+  // connection's life: past it, the peer would be trusted on stale evidence. The watchdog ends
+  // the connection then (watch()).
+  void record_result_expired() {
+    record_attestation_failure(
+        make_error_code(verify::verify_errc::result_too_old),
+        "the connection outlived the peer's attestation result (accept.max_age or the "
+        "result's exp); the peer must connect again to attest again");
   }
 
-  // The relay of a connection attested inside the handshake, or not attested at all.
+  // The relay of a connection attested inside the handshake, or not attested at all. Nothing
+  // here can attest again, so what follow_reloads would do is a check the watchdog makes when
+  // a reload wakes it, and the result's expiry is one of its deadlines: an idle connection
+  // holds the relay's coroutines and nothing else.
   template <class Client, class Upstream>
   asio::awaitable<void> relay_bounded(Client& client, Upstream& upstream) {
-    if (!result_deadline_) {
-      co_await (relay(client, upstream) || follow_reloads(nullptr));
-      co_return;
-    }
-    co_await (relay(client, upstream) || close_when_result_expires(*result_deadline_) ||
-              follow_reloads(nullptr));
+    watchdog_keeps_trust_ = true;  // relay() wakes the watchdog
+    co_await relay(client, upstream);
   }
 
   [[nodiscard]] bool is_post_handshake() const {
@@ -677,11 +683,11 @@ class session {
     auto relaying = network_first ? relay(network, workload) : relay(workload, network);
     const auto period = options_.attestation->reattest_every;
     if (network.peer_attestations() == 0 || period.count() == 0) {
-      co_await (std::move(relaying) || follow_reloads(&network));
+      co_await (std::move(relaying) || follow_reloads(network));
       co_return;
     }
     co_await (std::move(relaying) || reattest_periodically(network, period) ||
-              follow_reloads(&network));
+              follow_reloads(network));
   }
 
   // Completes only when a request cannot be sent (the outcome is recorded). `period` > 0.
@@ -731,10 +737,10 @@ class session {
   // rules on this connection's binder; a connection that cannot attest again in place (set up
   // without the peer attesting) closes if the new rules require it to. Completes only when the
   // connection must close (the outcome is recorded), or when the relay ends.
-  asio::awaitable<void> follow_reloads(attested::attested_stream* network) {
+  asio::awaitable<void> follow_reloads(attested::attested_stream& network) {
     for (;;) {
-      while (control_->policy == nullptr || control_->policy == checked_policy_) {
-        if (!co_await control_->policy_changed.wait()) {
+      while (!policy_to_check()) {
+        if (!co_await policy_changed_.wait()) {
           co_return;  // the relay ended
         }
       }
@@ -743,36 +749,61 @@ class session {
       if (rules == nullptr || !rules->peer) {
         continue;
       }
-      if (network == nullptr || network->peer_attestations() == 0) {
-        if (!rules->peer->required) {
-          continue;
+      if (network.peer_attestations() == 0) {
+        if (closes_without_attestation(*rules)) {
+          co_return;
         }
-        record_attestation_failure(
-            make_error_code(tls::errc::attestation_required),
-            "the reloaded policy requires the peer to attest, and this connection was set up "
-            "without its attestation; the peer must connect again");
-        co_return;
+        continue;
       }
       // The channel's own parameters (mode, binder, code points, our side) stay as negotiated.
       auto merged = std::make_shared<attested::settings>(*options_.attestation);
       merged->peer = rules->peer;
       judged_by_.push_back(merged);  // an answer being judged may still use the previous ones
-      network->judge_by(*merged);
+      network.judge_by(*merged);
       spdlog::debug("listener={} id={} re-checking the peer under the reloaded policy",
                     options_.name, control_->id);
-      if (network->awaiting_answer()) {
+      if (network.awaiting_answer()) {
         continue;  // the answer on its way is judged by the new rules
       }
-      if (!network->can_reattest()) {
+      if (!network.can_reattest()) {
         continue;  // half-closed: see reattest_periodically
       }
       ++audit_round_;
       requested_at_ = clock::now();
-      if (auto failed = co_await network->reattest()) {
-        record_attestation_failure(failed, network->error_detail());
+      if (auto failed = co_await network.reattest()) {
+        record_attestation_failure(failed, network.error_detail());
         co_return;
       }
     }
+  }
+
+  // A reload has set a policy this connection has not been checked under.
+  [[nodiscard]] bool policy_to_check() const {
+    return control_->policy != nullptr && control_->policy != checked_policy_;
+  }
+
+  // For a connection whose peer has not attested: true, with the outcome recorded, when the
+  // reloaded `rules` require the peer to.
+  bool closes_without_attestation(const attested::settings& rules) {
+    if (!rules.peer || !rules.peer->required) {
+      return false;
+    }
+    record_attestation_failure(
+        make_error_code(tls::errc::attestation_required),
+        "the reloaded policy requires the peer to attest, and this connection was set up "
+        "without its attestation; the peer must connect again");
+    return true;
+  }
+
+  // A reload, checked by the watchdog where it keeps trust (watchdog_keeps_trust_): true when the
+  // connection must close (the outcome is recorded).
+  bool reload_closes_connection() {
+    if (!watchdog_keeps_trust_ || !policy_to_check()) {
+      return false;
+    }
+    checked_policy_ = control_->policy;
+    const auto* rules = checked_policy_->attestation.get();
+    return rules != nullptr && closes_without_attestation(*rules);
   }
 
   // ----- Multiplexing (listener_options::multiplex; PROTOCOL-NOTES.md "Multiplexing") -----
@@ -958,14 +989,16 @@ class session {
     if constexpr (std::is_same_v<Network, attested::attested_stream>) {
       const auto period = options_.attestation->reattest_every;
       if (network.peer_attestations() == 0 || period.count() == 0) {
-        co_await follow_reloads(&network);
+        co_await follow_reloads(network);
       } else {
-        co_await (reattest_periodically(network, period) || follow_reloads(&network));
+        co_await (reattest_periodically(network, period) || follow_reloads(network));
       }
-    } else if (result_deadline_) {
-      co_await (close_when_result_expires(*result_deadline_) || follow_reloads(nullptr));
     } else {
-      co_await follow_reloads(nullptr);
+      // As for relay_bounded: the watchdog checks reloads and the result's expiry, and ends the
+      // tunnel when they require it (end_for_trust).
+      watchdog_keeps_trust_ = true;
+      timer_.cancel();
+      co_await until_cancelled(policy_changed_);
     }
     if (!outcome_.empty()) {
       tunnel.abort(outcome_ + ": " + reason_);
@@ -1290,14 +1323,39 @@ class session {
     if (!relaying_) {
       return deadline_;
     }
-    if (options_.timeouts.idle.count() == 0 || carrying_) {
-      return clock::time_point::max();
+    auto deadline = clock::time_point::max();
+    if (options_.timeouts.idle.count() != 0 && !carrying_) {
+      deadline = last_activity_ + options_.timeouts.idle;
     }
-    return last_activity_ + options_.timeouts.idle;
+    if (watchdog_keeps_trust_ && result_deadline_) {
+      deadline = std::min(deadline, *result_deadline_);
+    }
+    return deadline;
+  }
+
+  [[nodiscard]] bool result_expired() const {
+    return watchdog_keeps_trust_ && result_deadline_ && clock::now() >= *result_deadline_;
+  }
+
+  // The connection's trust ended (the outcome is recorded): a tunnel fails its streams with the
+  // reason, as keep_trusted does; the watchdog's return then ends the relay.
+  void end_for_trust() {
+    if (tunnel_ && tunnel_->tunnel) {
+      tunnel_->tunnel->abort(outcome_ + ": " + reason_);
+    }
   }
 
   asio::awaitable<void> watch() {
     for (;;) {
+      if (reload_closes_connection()) {
+        end_for_trust();
+        co_return;
+      }
+      if (result_expired()) {
+        record_result_expired();
+        end_for_trust();
+        co_return;
+      }
       const auto deadline = current_deadline();
       if (clock::now() >= deadline) {
         const auto limit = relaying_ ? options_.timeouts.idle : phase_timeout_;
@@ -1355,6 +1413,7 @@ class session {
   std::string peer_;
   std::optional<pp2::addresses> endpoints_;
   asio::steady_timer timer_;
+  net::async_event policy_changed_{control_->executor};  // see run()
   std::string tls_summary_;
   std::string attestation_summary_;
   std::optional<std::chrono::steady_clock::time_point> result_deadline_;  // see deadline_of
@@ -1374,6 +1433,9 @@ class session {
   std::chrono::milliseconds phase_timeout_{0};
   clock::time_point deadline_ = clock::time_point::max();
   bool relaying_ = false;
+  // relay_bounded, and a tunnel whose peer did not attest after the handshake: no coroutine
+  // follows reloads or the result's expiry for them; the watchdog does (watch()).
+  bool watchdog_keeps_trust_ = false;
   bool carrying_ = false;  // relaying_ for a tunnel: its streams, not its bytes, make it busy
   clock::time_point last_activity_;
   std::function<void()> abort_legs_;

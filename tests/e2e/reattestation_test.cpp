@@ -142,6 +142,29 @@ TEST_CASE("with reattest_on_reload, a peer that passes the reloaded policy keeps
   CHECK(echoed(client.get(), "after the reload"));
 }
 
+TEST_CASE("with reattest_on_reload, a reload that requires attestation closes a plain connection") {
+  const temp_dir dir;
+  attesting_server server(dir);
+  const auto out_port = free_port();
+  atlsd out(
+      dir, "out",
+      header() + outbound("out", out_port, local(server.in_port), server.p, "server.test", ""));
+  const auto client = connect_loopback(out_port, 15s);
+  REQUIRE(client);
+  REQUIRE(echoed(client.get(), "plain TLS, nobody attested"));
+
+  // The peer cannot attest on a connection set up without attestation: it must connect again.
+  reload(out, dir,
+         server.relying_config(out_port, "      reattest_on_reload: true\n" + server.rules()));
+  CHECK(closed_by_peer(client.get()));
+  CHECK(out.wait_for_log("outcome=rejected reason=\"attestation attestation_required: "));
+  CHECK(contains(out.log(), "the reloaded policy requires the peer to attest"));
+  // A new connection is attested under the reloaded policy.
+  const auto next = connect_loopback(out_port, 15s);
+  REQUIRE(next);
+  CHECK(echoed(next.get(), "attested"));
+}
+
 TEST_CASE("without reattest_on_reload, open connections keep the policy they started with") {
   const temp_dir dir;
   attesting_server server(dir);

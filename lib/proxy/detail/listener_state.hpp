@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -25,17 +26,19 @@ namespace atls::proxy::detail {
 // The handle through which drain aborts one session, and a reload hands it a new policy. The
 // signal is emitted, and the rest touched, on `executor` only.
 struct session_control {
-  session_control(std::uint64_t session_id, const boost::asio::any_io_executor& strand)
-      : id(session_id), executor(strand), policy_changed(strand) {}
+  session_control(std::uint64_t session_id, boost::asio::any_io_executor strand)
+      : id(session_id), executor(std::move(strand)) {}
 
   const std::uint64_t id;
   const boost::asio::any_io_executor executor;  // the session's strand
   boost::asio::cancellation_signal cancel;
   bool aborting = false;  // set just before `cancel` is emitted
   // Set by a reload whose settings ask for it (attested::settings::reattest_on_reload): the
-  // settings the open connection must now satisfy. policy_changed wakes the session.
+  // settings the open connection must now satisfy. The reload then calls policy_changed, which
+  // the session sets while it runs: a callback rather than an event, so that a connection
+  // needs no coroutine of its own waiting for reloads.
   std::shared_ptr<const listener_options> policy;
-  net::async_event policy_changed;
+  std::function<void()> policy_changed;
 };
 
 // A multiplexing listener's tunnel on one connection loop: the attested connection a session of
