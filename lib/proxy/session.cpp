@@ -200,6 +200,13 @@ asio::awaitable<void> until_cancelled(net::async_event& event) {
   }
 }
 
+// What a pump of a plain leg reads into while it waits (see session::read_burst): enough for a
+// typical request or response, held for the connection's life. Other legs need none.
+constexpr std::size_t first_read_size = 512;
+template <class From>
+using first_read_space = std::conditional_t<std::is_same_v<From, plain_stream>,
+                                            std::array<char, first_read_size>, std::array<char, 0>>;
+
 // A fatal internal_error alert as a plaintext TLS record (RFC 8446 §5.1, §6.2): what a client
 // that sent its ClientHello is told when it is refused before the handshake starts.
 constexpr std::array<std::uint8_t, 7> internal_error_alert{0x15, 0x03, 0x03, 0x00,
@@ -1201,8 +1208,10 @@ class session {
   asio::awaitable<void> pump(From& from, To& to, std::uint64_t& counter, metrics::counter& relayed,
                              std::string_view from_name, std::string_view to_name) {
     detail::relay_buffer buffer(options_.buffer_size);
+    first_read_space<From> first{};
+    bool drained = false;
     for (;;) {
-      auto [ec, n] = co_await read_burst(from, buffer);
+      auto [ec, data] = co_await read_burst(from, buffer, first, drained);
       if (ec == asio::error::eof) {
         buffer.release();
         (from_name == "client" ? client_ended_ : upstream_ended_) = true;
@@ -1224,12 +1233,12 @@ class session {
         co_return;
       }
       last_activity_ = clock::now();
-      if (auto wec = co_await to.write(asio::buffer(buffer.data(), n))) {
+      if (auto wec = co_await to.write(data)) {
         fail_relay(std::string(to_name) + " write", wec, to.error_detail());
         co_return;
       }
-      counter += n;
-      relayed.inc(static_cast<double>(n));
+      counter += data.size();
+      relayed.inc(static_cast<double>(data.size()));
       last_activity_ = clock::now();
     }
   }
@@ -1246,26 +1255,53 @@ class session {
     }
   }
 
-  // The next bytes from `from` into `buffer`. A leg that can say it has nothing to read gives
-  // the buffer back while it waits, so an idle connection holds none; the attested stream,
-  // whose reads also carry attestation frames, keeps it.
-  template <class From>
-  static asio::awaitable<std::tuple<error_code, std::size_t>> read_burst(
-      From& from, detail::relay_buffer& buffer) {
-    if constexpr (requires { from.try_read_some(buffer.get()); }) {
+  // The next bytes from `from`, in `buffer` or, for a plain leg, in `first`. A leg that can say
+  // it has nothing to read gives the buffer back while it waits, so an idle connection holds
+  // none; the attested stream, whose reads also carry attestation frames, keeps it.
+  //
+  // A plain leg waits by reading into `first` rather than with a readiness wait: Asio re-arms
+  // epoll (an epoll_ctl) for every readiness wait, but not for a read, and once a read found
+  // the socket drained it goes straight to epoll for the next one. A small message then costs
+  // one recv and never touches the lent buffer; a larger burst continues in it. `drained` says
+  // that the last read left nothing behind, so that the next one starts by waiting.
+  template <class From, class First>
+  static asio::awaitable<std::tuple<error_code, asio::const_buffer>> read_burst(
+      From& from, detail::relay_buffer& buffer, First& first, bool& drained) {
+    if constexpr (std::is_same_v<From, detail::plain_stream>) {
+      if (!drained) {
+        auto [ec, n] = from.try_read_some(buffer.get());
+        if (ec != asio::error::would_block && ec != asio::error::try_again) {
+          drained = n < buffer.get().size();
+          co_return std::tuple{ec, asio::const_buffer(buffer.data(), n)};
+        }
+      }
+      buffer.release();
+      auto [ec, n] = co_await from.read_some(asio::buffer(first));
+      if (ec || n < first.size()) {
+        drained = true;
+        co_return std::tuple{ec, asio::const_buffer(first.data(), n)};
+      }
+      auto space = buffer.get();
+      std::memcpy(space.data(), first.data(), n);
+      auto [more_ec, more] = from.try_read_some(space + n);
+      // An error here (EOF included) comes back from the next read, after these bytes.
+      const std::size_t total = n + (more_ec ? 0 : more);
+      drained = more_ec == asio::error::would_block || total < space.size();
+      co_return std::tuple{error_code{}, asio::const_buffer(buffer.data(), total)};
+    } else if constexpr (requires { from.try_read_some(buffer.get()); }) {
       for (;;) {
         auto [ec, n] = from.try_read_some(buffer.get());
         if (ec != asio::error::would_block && ec != asio::error::try_again) {
-          co_return std::tuple{ec, n};
+          co_return std::tuple{ec, asio::const_buffer(buffer.data(), n)};
         }
         buffer.release();
         if (auto wait = co_await from.wait_readable()) {
-          co_return std::tuple{wait, std::size_t{0}};
+          co_return std::tuple{wait, asio::const_buffer()};
         }
       }
     } else {
-      auto result = co_await from.read_some(buffer.get());
-      co_return result;
+      auto [ec, n] = co_await from.read_some(buffer.get());
+      co_return std::tuple{ec, asio::const_buffer(buffer.data(), n)};
     }
   }
 
