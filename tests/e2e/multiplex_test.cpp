@@ -445,5 +445,41 @@ TEST_CASE("a refused re-attestation on reload resets every stream of the tunnel"
   }
 }
 
+TEST_CASE("a reload that requires attestation closes an unattested tunnel and its streams") {
+  const temp_dir dir;
+  attested_pair server(dir);
+  const auto out_port = free_port();
+  atlsd out(dir, "out",
+            one_loop_header() + outbound("out", out_port, local(server.in_port), server.p,
+                                         "server.test", multiplex));
+
+  std::vector<socket_fd> clients;
+  for (int i = 0; i < 2; ++i) {
+    clients.push_back(connect_loopback(out_port, 15s));
+    REQUIRE(clients.back());
+    REQUIRE(echoed(clients.back().get(), "unattested stream " + std::to_string(i)));
+  }
+
+  // The tunnel cannot attest in place: it closes, and every stream on it with it.
+  dir.write("out.yaml",
+            server.relying_config(out_port, zero_pcr, "      reattest_on_reload: true\n"));
+  out.signal(SIGHUP);
+  REQUIRE(out.wait_for_log("reloaded: added=- removed=- kept=out"));
+  for (auto& client : clients) {
+    CHECK(closed_by_peer(client.get()));
+  }
+  INFO(out.log());
+  CHECK(out.wait_for_log("outcome=rejected reason=\"attestation attestation_required: "));
+  const auto lines = wait_for_streams(out, "out", 2);
+  REQUIRE(lines.size() == 2);
+  for (const auto& line : lines) {
+    CHECK(contains(line, "the reloaded policy requires the peer to attest"));
+  }
+  // A new connection rides a new tunnel, attested under the reloaded policy.
+  const auto next = connect_loopback(out_port, 15s);
+  REQUIRE(next);
+  CHECK(echoed(next.get(), "attested stream"));
+}
+
 }  // namespace
 }  // namespace atls::test
