@@ -751,8 +751,7 @@ class session {
           co_return;  // the relay ended
         }
       }
-      checked_policy_ = control_->policy;
-      const auto* rules = checked_policy_->attestation.get();
+      const auto* rules = take_reloaded_rules();
       if (rules == nullptr || !rules->peer) {
         continue;
       }
@@ -789,6 +788,12 @@ class session {
     return control_->policy != nullptr && control_->policy != checked_policy_;
   }
 
+  // Marks the reloaded policy as checked, and returns its attestation rules (none: null).
+  const attested::settings* take_reloaded_rules() {
+    checked_policy_ = control_->policy;
+    return checked_policy_->attestation.get();
+  }
+
   // For a connection whose peer has not attested: true, with the outcome recorded, when the
   // reloaded `rules` require the peer to.
   bool closes_without_attestation(const attested::settings& rules) {
@@ -808,8 +813,7 @@ class session {
     if (!watchdog_keeps_trust_ || !policy_to_check()) {
       return false;
     }
-    checked_policy_ = control_->policy;
-    const auto* rules = checked_policy_->attestation.get();
+    const auto* rules = take_reloaded_rules();
     return rules != nullptr && closes_without_attestation(*rules);
   }
 

@@ -1061,8 +1061,9 @@ asio::awaitable<result<bytes>> veraison_client::challenge(std::size_t size) {
 }
 
 void veraison_client::prepare(const bytes& expected_nonce) {
-  asio::post(impl_->strand(),
-             [state = impl_, nonce = expected_nonce]() mutable { state->start_prepare(nonce); });
+  asio::post(impl_->strand(), [state = impl_, nonce = expected_nonce]() mutable {
+    state->start_prepare(std::move(nonce));
+  });
 }
 
 asio::awaitable<result<veraison_client::discovery>> veraison_client::discover() {
