@@ -277,7 +277,7 @@ class session {
         tls_summary_(facts.tls_summary + " tunnel=" + std::to_string(facts.connection)),
         attestation_summary_(facts.attestation_summary),
         stream_(std::move(stream)),
-        via_(std::move(facts)) {}
+        via_(std::make_unique<const tunnel_facts>(std::move(facts))) {}
 
   ~session() { control_->policy_changed = nullptr; }
   session(const session&) = delete;
@@ -301,23 +301,15 @@ class session {
   }
 
  private:
+  // Not a coroutine itself: a frame of its own would be held for the connection's life.
   asio::awaitable<void> serve() {
     if (tunnel_) {
-      co_await serve_outbound_tunnel();
-      co_return;
+      return serve_outbound_tunnel();
     }
     if (stream_) {
-      co_await serve_tunnel_stream();
-      co_return;
+      return serve_tunnel_stream();
     }
-    switch (options_.mode) {
-      case mode::inbound:
-        co_await serve_inbound();
-        co_return;
-      case mode::outbound:
-        co_await serve_outbound();
-        co_return;
-    }
+    return options_.mode == mode::inbound ? serve_inbound() : serve_outbound();
   }
 
   // TLS from the network is authenticated before the workload sees a single byte.
@@ -328,7 +320,7 @@ class session {
     }
     set_deadline(options_.timeouts.handshake, "handshake");
     tls::stream client(std::move(client_), options_.tls);
-    std::optional<attested::attested_stream> attested;
+    std::unique_ptr<attested::attested_stream> attested;
     if (!co_await secure(client, /*is_server=*/true, attested)) {
       co_return;
     }
@@ -341,9 +333,7 @@ class session {
       co_return;
     }
     plain_stream workload(std::move(*upstream));
-    pp2::header header{.endpoints = endpoints_, .attestation = peer_proof_};
-    describe_tls(client.native_handle(), header);
-    if (!co_await send_proxy_header(workload, header)) {
+    if (!co_await describe_to_workload(workload, client)) {
       co_return;
     }
     if (attested) {
@@ -351,6 +341,15 @@ class session {
     } else {
       co_await relay_bounded(client, workload);
     }
+  }
+
+  // The PROXY header of a connection of its own. Apart from serve_inbound so that the header
+  // is not held in its frame for the life of the relay.
+  asio::awaitable<bool> describe_to_workload(plain_stream& workload, tls::stream& client) {
+    pp2::header header{.endpoints = endpoints_, .attestation = peer_proof_};
+    describe_tls(client.native_handle(), header);
+    const bool sent = co_await send_proxy_header(workload, header);
+    co_return sent;
   }
 
   asio::awaitable<void> serve_outbound() {
@@ -361,7 +360,7 @@ class session {
     // Without a TPM slot, the workload's connection closes before any byte.
     plain_stream workload(std::move(client_));
     std::optional<tls::stream> remote;
-    std::optional<attested::attested_stream> attested;
+    std::unique_ptr<attested::attested_stream> attested;
     if (!co_await secure_upstream(remote, attested)) {
       co_return;
     }
@@ -376,7 +375,7 @@ class session {
   // attestation the settings ask for. False when the connection must end (the outcome is
   // recorded). `attested` borrows `remote`.
   asio::awaitable<bool> secure_upstream(std::optional<tls::stream>& remote,
-                                        std::optional<attested::attested_stream>& attested) {
+                                        std::unique_ptr<attested::attested_stream>& attested) {
     if (tpm_saturated()) {
       co_return false;
     }
@@ -423,7 +422,7 @@ class session {
   // when the connection must end (the outcome is recorded). `attested` is set when the stream is
   // framed (post-handshake attestation); it borrows `tls`.
   asio::awaitable<bool> secure(tls::stream& tls, bool is_server,
-                               std::optional<attested::attested_stream>& attested) {
+                               std::unique_ptr<attested::attested_stream>& attested) {
     std::optional<attested::post_handshake_negotiation> negotiation;
     std::optional<attested::early_attestation> early;
     if (is_post_handshake()) {
@@ -511,7 +510,7 @@ class session {
   template <class Client, class Upstream>
   asio::awaitable<void> relay_bounded(Client& client, Upstream& upstream) {
     watchdog_keeps_trust_ = true;  // relay() wakes the watchdog
-    co_await relay(client, upstream);
+    return relay(client, upstream);
   }
 
   [[nodiscard]] bool is_post_handshake() const {
@@ -522,7 +521,7 @@ class session {
   // (the outcome is recorded). `out` is set when the stream is framed.
   asio::awaitable<bool> attest(tls::stream& tls,
                                std::optional<attested::post_handshake_negotiation>& negotiation,
-                               std::optional<attested::attested_stream>& out) {
+                               std::unique_ptr<attested::attested_stream>& out) {
     if (!negotiation) {
       co_return true;
     }
@@ -536,7 +535,7 @@ class session {
       co_return true;
     }
     set_deadline(options_.timeouts.handshake, "attestation");
-    out.emplace(tls, *options_.attestation, *roles);
+    out = std::make_unique<attested::attested_stream>(tls, *options_.attestation, *roles);
     refused_result_ = &out->refused_result();
     const auto started = clock::now();
     auto establishing = out->establish();
@@ -905,7 +904,7 @@ class session {
     handle.connection = control_->id;
     spdlog::debug("listener={} id={} opening a tunnel to {}", options_.name, control_->id, peer_);
     std::optional<tls::stream> remote;
-    std::optional<attested::attested_stream> attested;
+    std::unique_ptr<attested::attested_stream> attested;
     if (!co_await secure_upstream(remote, attested)) {
       co_return;
     }
@@ -929,21 +928,23 @@ class session {
   // Inbound: a client that negotiated a tunnel. Each CONNECT becomes a session of its own (see
   // serve_tunnel_stream) on this loop.
   asio::awaitable<void> serve_inbound_tunnel(tls::stream& client,
-                                             std::optional<attested::attested_stream>& attested) {
+                                             std::unique_ptr<attested::attested_stream>& attested) {
     auto handle = std::make_shared<tunnel_handle>(settings_, control_->executor);
     handle->connection = control_->id;
     handle->state = tunnel_handle::phase::ready;
     handle->tunnel = mux::tunnel::make(control_->executor, mux::tunnel::role::server);
     listener_->add_tunnel(handle);  // so that drain and reload can retire it
     tunnel_ = handle;
-    carried_.connection = control_->id;
-    carried_.peer = peer_;
-    carried_.tls_summary = tls_summary_;
-    carried_.attestation_summary = attestation_summary_;
-    carried_.header.endpoints = endpoints_;
-    describe_tls(client.native_handle(), carried_.header);
+    carried_ = std::make_unique<tunnel_facts>();
+    auto& carried = *carried_;
+    carried.connection = control_->id;
+    carried.peer = peer_;
+    carried.tls_summary = tls_summary_;
+    carried.attestation_summary = attestation_summary_;
+    carried.header.endpoints = endpoints_;
+    describe_tls(client.native_handle(), carried.header);
     // h2 is the tunnel's protocol, not the workload's: a PROXY header must not claim it.
-    carried_.header.alpn.clear();
+    carried.header.alpn.clear();
     if (attested) {
       co_await carry(*handle->tunnel, *attested, *handle);
     } else {
@@ -1025,7 +1026,7 @@ class session {
         co_await until_cancelled(tunnel.streams_changed());
         co_return;
       }
-      auto facts = carried_;
+      auto facts = *carried_;
       if (attested_network_ != nullptr && attested_network_->peer_result()) {
         // The proof as of this stream: a re-attestation since the tunnel opened updated it.
         facts.header.attestation = proof_of(&*attested_network_->peer_result());
@@ -1484,11 +1485,12 @@ class session {
   // while it does; what its streams share with it; their sessions (inbound).
   std::shared_ptr<tunnel_handle> tunnel_;
   const attested::attested_stream* attested_network_ = nullptr;
-  tunnel_facts carried_;
+  // Tunnel facts are behind pointers: a connection of its own, the common case, holds neither.
+  std::unique_ptr<tunnel_facts> carried_;
   std::vector<std::weak_ptr<session_control>> stream_controls_;
   // One stream of an inbound tunnel, and the tunnel's facts, for a session in that role.
   std::unique_ptr<mux::stream> stream_;
-  std::optional<tunnel_facts> via_;
+  std::unique_ptr<const tunnel_facts> via_;
 
   bool client_ended_ = false;    // the client's sending ended cleanly (EOF read from it)
   bool upstream_ended_ = false;  // the same for the upstream
