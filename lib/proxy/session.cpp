@@ -30,6 +30,7 @@
 #include "atls/attested/reason.hpp"
 #include "atls/common/log_quote.hpp"
 #include "atls/metrics/atlsd_metrics.hpp"
+#include "atls/net/alongside.hpp"
 #include "atls/proxy/mux.hpp"
 #include "atls/proxy/proxy_protocol.hpp"
 #include "atls/tls/error.hpp"
@@ -43,7 +44,6 @@
 namespace atls::proxy::detail {
 
 namespace asio = boost::asio;
-using asio::experimental::awaitable_operators::operator&&;
 // Found by ordinary lookup only, which clang-tidy 14 does not count as a use.
 using asio::experimental::awaitable_operators::operator||;  // NOLINT(misc-unused-using-decls)
 using socket_type = asio::generic::stream_protocol::socket;
@@ -292,7 +292,13 @@ class session {
       policy_changed_.notify_all();
       timer_.cancel();
     };
-    co_await (serve() || watch());
+    // The watchdog runs in this coroutine, the connection beside it (see net::alongside).
+    auto watched =
+        net::alongside(control_->executor, watch(), serve(), net::ends::with_first, [this] {
+          served_ = true;
+          timer_.cancel();
+        });
+    co_await std::move(watched);
     if (outcome_.empty()) {
       record("aborted", control_->aborting ? "drain timeout" : "cancelled");
     }
@@ -1203,8 +1209,12 @@ class session {
     auto& relayed = metrics::process().relayed_bytes;
     auto& to_upstream = relayed.with({options_.name, "client_to_upstream"});
     auto& to_client = relayed.with({options_.name, "upstream_to_client"});
-    co_await (pump(client, upstream, bytes_from_client_, to_upstream, "client", "upstream") &&
-              pump(upstream, client, bytes_to_client_, to_client, "upstream", "client"));
+    auto both = net::alongside(
+        control_->executor,
+        pump(client, upstream, bytes_from_client_, to_upstream, "client", "upstream"),
+        pump(upstream, client, bytes_to_client_, to_client, "upstream", "client"),
+        net::ends::with_both);
+    co_await std::move(both);
     abort_legs_ = nullptr;
     record("ok", "closed");
   }
@@ -1269,13 +1279,16 @@ class session {
   // the socket drained it goes straight to epoll for the next one. A small message then costs
   // one recv and never touches the lent buffer; a larger burst continues in it. `drained` says
   // that the last read left nothing behind, so that the next one starts by waiting.
+  // EAGAIN from a non-blocking read: nothing to read yet (Linux's try_again is the same value).
+  static bool nothing_yet(const error_code& ec) { return ec == asio::error::would_block; }
+
   template <class From, class First>
   static asio::awaitable<std::tuple<error_code, asio::const_buffer>> read_burst(
       From& from, detail::relay_buffer& buffer, First& first, bool& drained) {
     if constexpr (std::is_same_v<From, detail::plain_stream>) {
       if (!drained) {
         auto [ec, n] = from.try_read_some(buffer.get());
-        if (ec != asio::error::would_block && ec != asio::error::try_again) {
+        if (!nothing_yet(ec)) {
           drained = n < buffer.get().size();
           co_return std::tuple{ec, asio::const_buffer(buffer.data(), n)};
         }
@@ -1291,12 +1304,12 @@ class session {
       auto [more_ec, more] = from.try_read_some(space + n);
       // An error here (EOF included) comes back from the next read, after these bytes.
       const std::size_t total = n + (more_ec ? 0 : more);
-      drained = more_ec == asio::error::would_block || total < space.size();
+      drained = nothing_yet(more_ec) || total < space.size();
       co_return std::tuple{error_code{}, asio::const_buffer(buffer.data(), total)};
     } else if constexpr (requires { from.try_read_some(buffer.get()); }) {
       for (;;) {
         auto [ec, n] = from.try_read_some(buffer.get());
-        if (ec != asio::error::would_block && ec != asio::error::try_again) {
+        if (!nothing_yet(ec)) {
           co_return std::tuple{ec, asio::const_buffer(buffer.data(), n)};
         }
         buffer.release();
@@ -1388,6 +1401,9 @@ class session {
 
   asio::awaitable<void> watch() {
     for (;;) {
+      if (served_) {
+        co_return;
+      }
       if (reload_closes_connection()) {
         end_for_trust();
         co_return;
@@ -1474,6 +1490,7 @@ class session {
   std::chrono::milliseconds phase_timeout_{0};
   clock::time_point deadline_ = clock::time_point::max();
   bool relaying_ = false;
+  bool served_ = false;  // serve() ended: the watchdog ends too (see run())
   // relay_bounded, and a tunnel whose peer did not attest after the handshake: no coroutine
   // follows reloads or the result's expiry for them; the watchdog does (watch()).
   bool watchdog_keeps_trust_ = false;
