@@ -213,8 +213,10 @@ struct server::state {
              const asio::any_io_executor& loop, Body body) {
     auto control = std::make_shared<session_control>(detail::next_connection_id(), loop);
     admit(listener, control, std::numeric_limits<std::size_t>::max());
+    // The coroutine itself, not a function that makes it: Asio's entry point would hold the
+    // function, and what it captured, for the session's life.
     asio::co_spawn(
-        control->executor, [control, body = std::move(body)]() mutable { return body(control); },
+        control->executor, body(control),
         asio::bind_cancellation_slot(
             control->cancel.slot(), [self, listener, control](const std::exception_ptr& e) {
               if (e) {

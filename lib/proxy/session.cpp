@@ -1226,7 +1226,26 @@ class session {
     first_read_space<From> first{};
     bool drained = false;
     for (;;) {
-      auto [ec, data] = co_await read_burst(from, buffer, first, drained);
+      auto [ec, data] = read_now(from, buffer, drained);
+      if (nothing_yet(ec)) {
+        if constexpr (std::is_same_v<From, detail::plain_stream>) {
+          buffer.release();
+          auto [read_ec, n] = co_await from.read_some(asio::buffer(first));
+          std::tie(ec, data) = after_first_read(from, buffer, first, read_ec, n, drained);
+        } else if constexpr (waits_without_buffer<From>) {
+          buffer.release();
+          auto [wait] = co_await from.wait_readable();
+          if (!wait) {
+            continue;
+          }
+          ec = wait;
+          data = asio::const_buffer();
+        } else {
+          auto [read_ec, n] = co_await from.read_some(buffer.get());
+          ec = read_ec;
+          data = asio::const_buffer(buffer.data(), n);
+        }
+      }
       if (ec == asio::error::eof) {
         buffer.release();
         (from_name == "client" ? client_ended_ : upstream_ended_) = true;
@@ -1270,57 +1289,64 @@ class session {
     }
   }
 
-  // The next bytes from `from`, in `buffer` or, for a plain leg, in `first`. A leg that can say
-  // it has nothing to read gives the buffer back while it waits, so an idle connection holds
-  // none; the attested stream, whose reads also carry attestation frames, keeps it.
+  // How a pump reads (see pump()). A leg that can say it has nothing to read gives the lent
+  // buffer back while it waits, so an idle connection holds none; the attested stream and a
+  // tunnel's stream, whose reads can carry more than the workload's bytes, keep it.
   //
   // A plain leg waits by reading into `first` rather than with a readiness wait: Asio re-arms
   // epoll (an epoll_ctl) for every readiness wait, but not for a read, and once a read found
   // the socket drained it goes straight to epoll for the next one. A small message then costs
   // one recv and never touches the lent buffer; a larger burst continues in it. `drained` says
   // that the last read left nothing behind, so that the next one starts by waiting.
+  //
+  // These are plain functions and the waits are the pump's own co_awaits: a coroutine of their
+  // own would hold a frame for as long as the connection is idle.
+  template <class From>
+  static constexpr bool waits_without_buffer = std::is_same_v<From, detail::plain_stream> ||
+                                               requires(From& from, detail::relay_buffer& buffer) {
+    from.try_read_some(buffer.get());
+  };
+
   // EAGAIN from a non-blocking read: nothing to read yet (Linux's try_again is the same value).
   static bool nothing_yet(const error_code& ec) { return ec == asio::error::would_block; }
 
-  template <class From, class First>
-  static asio::awaitable<std::tuple<error_code, asio::const_buffer>> read_burst(
-      From& from, detail::relay_buffer& buffer, First& first, bool& drained) {
-    if constexpr (std::is_same_v<From, detail::plain_stream>) {
-      if (!drained) {
-        auto [ec, n] = from.try_read_some(buffer.get());
-        if (!nothing_yet(ec)) {
-          drained = n < buffer.get().size();
-          co_return std::tuple{ec, asio::const_buffer(buffer.data(), n)};
-        }
-      }
-      buffer.release();
-      auto [ec, n] = co_await from.read_some(asio::buffer(first));
-      if (ec || n < first.size()) {
-        drained = true;
-        co_return std::tuple{ec, asio::const_buffer(first.data(), n)};
-      }
-      auto space = buffer.get();
-      std::memcpy(space.data(), first.data(), n);
-      auto [more_ec, more] = from.try_read_some(space + n);
-      // An error here (EOF included) comes back from the next read, after these bytes.
-      const std::size_t total = n + (more_ec ? 0 : more);
-      drained = nothing_yet(more_ec) || total < space.size();
-      co_return std::tuple{error_code{}, asio::const_buffer(buffer.data(), total)};
-    } else if constexpr (requires { from.try_read_some(buffer.get()); }) {
-      for (;;) {
-        auto [ec, n] = from.try_read_some(buffer.get());
-        if (!nothing_yet(ec)) {
-          co_return std::tuple{ec, asio::const_buffer(buffer.data(), n)};
-        }
-        buffer.release();
-        if (auto wait = co_await from.wait_readable()) {
-          co_return std::tuple{wait, asio::const_buffer()};
-        }
-      }
+  // What `from` has without waiting; nothing_yet() when the pump must wait.
+  template <class From>
+  static std::tuple<error_code, asio::const_buffer> read_now(From& from,
+                                                             detail::relay_buffer& buffer,
+                                                             bool& drained) {
+    if constexpr (!waits_without_buffer<From>) {
+      return {asio::error::would_block, asio::const_buffer()};
     } else {
-      auto [ec, n] = co_await from.read_some(buffer.get());
-      co_return std::tuple{ec, asio::const_buffer(buffer.data(), n)};
+      if (drained) {
+        return {asio::error::would_block, asio::const_buffer()};
+      }
+      auto [ec, n] = from.try_read_some(buffer.get());
+      if constexpr (std::is_same_v<From, detail::plain_stream>) {
+        drained = !nothing_yet(ec) && n < buffer.get().size();
+      }
+      return {ec, asio::const_buffer(buffer.data(), n)};
     }
+  }
+
+  // After a plain leg's wait read `n` bytes into `first`: they alone, or, when they filled it,
+  // they and what else has arrived, in the lent buffer.
+  template <class First>
+  static std::tuple<error_code, asio::const_buffer> after_first_read(detail::plain_stream& from,
+                                                                     detail::relay_buffer& buffer,
+                                                                     First& first, error_code ec,
+                                                                     std::size_t n, bool& drained) {
+    if (ec || n < first.size()) {
+      drained = true;
+      return {ec, asio::const_buffer(first.data(), n)};
+    }
+    auto space = buffer.get();
+    std::memcpy(space.data(), first.data(), n);
+    auto [more_ec, more] = from.try_read_some(space + n);
+    // An error here (EOF included) comes back from the next read, after these bytes.
+    const std::size_t total = n + (more_ec ? 0 : more);
+    drained = nothing_yet(more_ec) || total < space.size();
+    return {error_code{}, asio::const_buffer(buffer.data(), total)};
   }
 
   void fail_relay(const std::string& what, const error_code& ec, const std::string& detail) {

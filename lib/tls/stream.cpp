@@ -246,9 +246,8 @@ asio::awaitable<error_code> stream::wait_writable() {
   }
 }
 
-asio::awaitable<error_code> stream::wait_readable() {
-  auto [ec] = co_await socket_.async_wait(socket_type::wait_read, use_tuple);
-  co_return ec;
+asio::awaitable<std::tuple<error_code>> stream::wait_readable() {
+  return socket_.async_wait(socket_type::wait_read, use_tuple);
 }
 
 namespace {
@@ -427,7 +426,7 @@ asio::awaitable<error_code> stream::handshake() {
         }
         continue;
       case SSL_ERROR_WANT_READ:
-        if (auto ec = co_await wait_readable()) {
+        if (auto [ec] = co_await wait_readable(); ec) {
           detail_ = "receiving handshake: " + ec.message();
           co_return ec;
         }
@@ -486,7 +485,7 @@ asio::awaitable<std::tuple<error_code, std::size_t>> stream::read_some(
     if (ec != asio::error::would_block) {
       co_return std::tuple{ec, n};
     }
-    if (auto wait = co_await wait_readable()) {
+    if (auto [wait] = co_await wait_readable(); wait) {
       co_return std::tuple{wait, std::size_t{0}};
     }
   }

@@ -38,12 +38,6 @@ class plain_stream {
     return {ec, n};
   }
 
-  boost::asio::awaitable<error_code> wait_readable() {
-    auto [ec] = co_await socket_.async_wait(socket_type::wait_read,
-                                            boost::asio::as_tuple(boost::asio::use_awaitable));
-    co_return ec;
-  }
-
   boost::asio::awaitable<error_code> write(boost::asio::const_buffer buffer) {
     auto [ec, n] = co_await boost::asio::async_write(
         socket_, buffer, boost::asio::as_tuple(boost::asio::use_awaitable));

@@ -89,8 +89,10 @@ class stream {
   // record has arrived yet. With wait_readable(), lets a caller hold no buffer while idle.
   std::tuple<error_code, std::size_t> try_read_some(boost::asio::mutable_buffer buffer);
 
-  // Completes when the socket has bytes to read (or an error or EOF to report).
-  boost::asio::awaitable<error_code> wait_readable();
+  // Completes when the socket has bytes to read (or an error or EOF to report). The socket's
+  // own operation, not a coroutine around it: an idle relay waits here, and a frame would be
+  // held for as long as it does.
+  boost::asio::awaitable<std::tuple<error_code>> wait_readable();
 
   // Encrypts and sends the whole buffer; completes once the bytes are handed to the socket, so
   // a slow peer slows the caller (back-pressure).
