@@ -79,6 +79,37 @@ TEST_CASE("a reload with a broken config keeps serving the running one and says 
   CHECK(echoed(fresh.get(), "new"));
 }
 
+TEST_CASE(
+    "a reload that changes the number of threads is refused, naming the key, and changes "
+    "nothing") {
+  const temp_dir dir;
+  echo_pair pair(dir);
+  const auto a_port = free_port();
+  const auto b_port = free_port();
+  atlsd out(dir, "out", header() + pair.out_listener("a", a_port));
+  const auto open = connect_loopback(a_port);
+  REQUIRE(open);
+  REQUIRE(echoed(open.get(), "before"));
+
+  // Valid on its own, but a running daemon cannot change its loop count: the new listener in
+  // the same file must not appear either.
+  auto fewer_threads = header();
+  fewer_threads.replace(fewer_threads.find("threads: 2"), 10, "threads: 1");
+  dir.write("out.yaml",
+            fewer_threads + pair.out_listener("a", a_port) + pair.out_listener("b", b_port));
+  out.signal(SIGHUP);
+  CHECK(out.wait_for_log("reload refused: 1 error(s)"));
+  CHECK(contains(out.log(),
+                 "threads: the number of connection threads changed: that takes a "
+                 "restart, not a reload"));
+
+  CHECK_FALSE(connect_loopback(b_port));
+  CHECK(echoed(open.get(), "after"));
+  const auto fresh = connect_loopback(a_port);
+  REQUIRE(fresh);
+  CHECK(echoed(fresh.get(), "new"));
+}
+
 TEST_CASE("a reload adds and removes listeners, and the removed one's connections drain") {
   const temp_dir dir;
   echo_pair pair(dir);
