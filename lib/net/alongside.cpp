@@ -3,13 +3,12 @@
 #include <exception>
 #include <utility>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
+
+#include "atls/net/async_event.hpp"
 
 namespace atls::net {
 
@@ -18,8 +17,7 @@ namespace asio = boost::asio;
 asio::awaitable<void> alongside(asio::any_io_executor executor, asio::awaitable<void> here,
                                 asio::awaitable<void> beside, ends rule,
                                 std::function<void()> on_beside_end) {
-  // The timer never expires: the end of `beside` cancels it, which is the wake-up.
-  asio::steady_timer beside_ended(executor, asio::steady_timer::time_point::max());
+  net::async_event beside_ended(executor);
   asio::cancellation_signal cancel_beside;
   bool ended = false;
   std::exception_ptr beside_failure;
@@ -29,7 +27,7 @@ asio::awaitable<void> alongside(asio::any_io_executor executor, asio::awaitable<
                                                &on_beside_end](const std::exception_ptr& e) {
                                                 ended = true;
                                                 beside_failure = e;
-                                                beside_ended.cancel();
+                                                beside_ended.notify_all();
                                                 if (on_beside_end) {
                                                   on_beside_end();
                                                 }
@@ -55,8 +53,8 @@ asio::awaitable<void> alongside(asio::any_io_executor executor, asio::awaitable<
       cancelled_beside = true;
       cancel_beside.emit(asio::cancellation_type::terminal);
     }
-    auto [ec] = co_await beside_ended.async_wait(asio::as_tuple(asio::use_awaitable));
-    (void)ec;  // cancelled: `beside` ended, or the caller was cancelled; the loop re-checks
+    auto [ec] = co_await beside_ended.woken();
+    (void)ec;  // `beside` ended, or the caller was cancelled: the loop re-checks
   }
   co_await asio::this_coro::throw_if_cancelled(throwing);
   if (here_failure) {

@@ -11,9 +11,13 @@ namespace asio = boost::asio;
 async_event::async_event(const asio::any_io_executor& executor)
     : timer_(executor, asio::steady_timer::time_point::max()) {}
 
-asio::awaitable<bool> async_event::wait() {
+asio::awaitable<std::tuple<boost::system::error_code>> async_event::woken() {
   // The timer never expires: notify_all() cancels it, which is the wake-up.
-  auto [ec] = co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+  return timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+asio::awaitable<bool> async_event::wait() {
+  auto [ec] = co_await woken();
   (void)ec;
   const auto state = co_await asio::this_coro::cancellation_state;
   co_return state.cancelled() == asio::cancellation_type::none;
