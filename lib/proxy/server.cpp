@@ -521,6 +521,10 @@ asio::awaitable<detailed_result<reload_report>> server::reconfigure(
       auto swap = [listener = listener, settings]() -> asio::awaitable<void> {
         listener->current = settings;
         listener->slot_freed.notify_all();  // max_connections may have grown
+        // A tunnel set up under the replaced settings carries no new stream (find_tunnel). Told
+        // now, an idle one closes at once instead of holding an attested connection, trusted
+        // under the old policy, until its idle timeout or the next connection on its loop.
+        retire_tunnels(*listener);
         if (settings->attestation && settings->attestation->reattest_on_reload) {
           state::hand_policy_to_sessions(*listener, settings);
         }

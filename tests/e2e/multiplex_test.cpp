@@ -173,6 +173,44 @@ struct plain_pair {
 const std::string closed_out = "connection closed listener=out ";
 const std::string closed_in = "connection closed listener=in ";
 
+// A plain multiplexing pair to an echo upstream whose tunnels idle out after `idle`, after one
+// stream has ridden a tunnel and closed. `tunnel` is that tunnel, empty if the stream failed.
+struct tunnel_after_one_stream {
+  explicit tunnel_after_one_stream(const std::string& idle)
+      : upstream(echo_responder()),
+        pair(dir, local(upstream.port()), idle_after(idle), idle_after(idle)) {
+    if (echo_round_trip(pair.out_port, 1, 2048) && pair.out.wait_for_log(closed_out)) {
+      tunnel = tunnel_of(lines_with(pair.out.log(), closed_out).at(0));
+    }
+  }
+  static std::string idle_after(const std::string& idle) {
+    return multiplex + "    timeouts: {idle: " + idle + "}\n";
+  }
+
+  // The tunnel logged its own end (the line of the session whose id is the tunnel id) within
+  // `timeout`, as a clean close.
+  [[nodiscard]] bool tunnel_closed_cleanly(std::chrono::milliseconds timeout) const {
+    const auto line = closed_out + "id=" + tunnel + " ";
+    return pair.out.wait_for_log(line, timeout) &&
+           contains(lines_with(pair.out.log(), line).at(0), "outcome=ok");
+  }
+
+  // A second workload connection is carried, and by another tunnel than the first.
+  [[nodiscard]] bool next_stream_rides_a_new_tunnel() const {
+    if (!echo_round_trip(pair.out_port, 2, 2048)) {
+      return false;
+    }
+    const auto lines = wait_for_streams(pair.out, "out", 2);
+    return lines.size() == 2 && contains(lines[1], "outcome=ok") && !tunnel_of(lines[1]).empty() &&
+           tunnel_of(lines[1]) != tunnel;
+  }
+
+  temp_dir dir;
+  loopback_server upstream;
+  plain_pair pair;
+  std::string tunnel;
+};
+
 TEST_CASE(
     "twenty connections over a multiplexing pair carry their bytes and attest the peer once") {
   const temp_dir dir;
@@ -374,28 +412,12 @@ TEST_CASE("a multiplexing inbound still serves clients that do not tunnel") {
 }
 
 TEST_CASE("an idle tunnel closes by itself and a later connection opens a new one") {
-  const temp_dir dir;
-  loopback_server upstream(echo_responder());
-  const std::string idle = multiplex + "    timeouts: {idle: 1s}\n";
-  plain_pair pair(dir, local(upstream.port()), idle, idle);
-
-  CHECK(echo_round_trip(pair.out_port, 1, 2048));
-  REQUIRE(pair.out.wait_for_log(closed_out));
-  const auto first = tunnel_of(lines_with(pair.out.log(), closed_out).at(0));
-  REQUIRE_FALSE(first.empty());
-  // The tunnel's own line: the session whose id is the tunnel id.
-  const auto tunnel_line = closed_out + "id=" + first + " ";
-  INFO(pair.out.log());
-  INFO(pair.in.log());
-  REQUIRE(pair.out.wait_for_log(tunnel_line, 8s));
-  CHECK(contains(lines_with(pair.out.log(), tunnel_line).at(0), "outcome=ok"));
-
-  CHECK(echo_round_trip(pair.out_port, 2, 2048));
-  const auto lines = wait_for_streams(pair.out, "out", 2);
-  REQUIRE(lines.size() == 2);
-  CHECK(contains(lines[1], "outcome=ok"));
-  CHECK_FALSE(tunnel_of(lines[1]).empty());
-  CHECK(tunnel_of(lines[1]) != first);
+  const tunnel_after_one_stream t("1s");
+  REQUIRE_FALSE(t.tunnel.empty());
+  INFO(t.pair.out.log());
+  INFO(t.pair.in.log());
+  CHECK(t.tunnel_closed_cleanly(8s));
+  CHECK(t.next_stream_rides_a_new_tunnel());
 }
 
 TEST_CASE("SIGTERM closes an idle tunnel at once instead of waiting for the drain timeout") {
@@ -413,6 +435,19 @@ TEST_CASE("SIGTERM closes an idle tunnel at once instead of waiting for the drai
   INFO(pair.in.log());
   CHECK(code.value_or(-1) == 0);
   CHECK(took < 5s);
+}
+
+TEST_CASE("a reload closes an idle tunnel at once instead of leaving it to its idle timeout") {
+  tunnel_after_one_stream t("5m");
+  REQUIRE_FALSE(t.tunnel.empty());
+  CHECK_FALSE(t.tunnel_closed_cleanly(1s));
+
+  t.pair.out.signal(SIGHUP);
+  REQUIRE(t.pair.out.wait_for_log("reloaded: added=- removed=- kept=out"));
+  INFO(t.pair.out.log());
+  CHECK(t.tunnel_closed_cleanly(5s));
+  // It rides a tunnel set up under the reloaded settings.
+  CHECK(t.next_stream_rides_a_new_tunnel());
 }
 
 TEST_CASE("a refused re-attestation on reload resets every stream of the tunnel") {
