@@ -4,14 +4,14 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
-#include <cstdio>
-#include <fstream>
 #include <iterator>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 
+#include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -57,28 +57,35 @@ constexpr std::uint64_t max_pcr = 23;
 constexpr std::uint16_t tpm_alg_sha256 = 0x000b;
 constexpr std::size_t sha256_size = 32;
 
-struct file_closer {
-  void operator()(std::FILE* f) const noexcept { (void)std::fclose(f); }
-};
+// A file a policy names, read the way a config file is (regular files only, without blocking,
+// at most 1 MiB); what is wrong with it is reported at the key that names it.
+std::optional<std::string> read_named(checker_base& c, const value_ref& v, const fs::path& path,
+                                      std::string_view hint = {}) {
+  std::vector<diagnostic> why;
+  auto text = detail::read_file(path, path.string(), why);
+  for (auto& d : why) {
+    c.error(v.mark, v.path, std::move(d.message) + std::string(hint));
+  }
+  return text;
+}
 
 // The DER SPKI of the P-256 public key in a PEM file ("-----BEGIN PUBLIC KEY-----", as
 // `atlsctl tpm show` and `tpm2_readpublic -f pem` write it). The key is re-encoded, so the SPKI
 // is in the form the verifier compares (named curve, uncompressed point).
 std::optional<bytes> load_ak_pem(checker_base& c, const value_ref& v, const file_ref& file) {
   const auto where = file.path.string();
-  std::error_code ec;
-  if (fs::is_directory(file.path, ec)) {
-    c.error(v.mark, v.path, "cannot read " + where + ": it is a directory");
+  const auto text = read_named(c, v, file.path);
+  if (!text) {
     return std::nullopt;
   }
-  const std::unique_ptr<std::FILE, file_closer> f(std::fopen(file.path.c_str(), "r"));
-  if (!f) {
-    c.error(v.mark, v.path, "cannot read " + where + ": " + std::generic_category().message(errno));
+  const bio_ptr bio(BIO_new_mem_buf(text->data(), static_cast<int>(text->size())));
+  if (!bio) {
+    c.error(v.mark, v.path, "cannot read " + where + ": out of memory");
     return std::nullopt;
   }
   // OpenSSL's reasons would only repeat what the message says; keep the queue clean.
   ERR_set_mark();
-  const pkey_ptr key(PEM_read_PUBKEY(f.get(), nullptr, nullptr, nullptr));
+  const pkey_ptr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
   std::array<char, 64> group{};
   std::size_t group_size = 0;
   const bool p256 = key && EVP_PKEY_is_a(key.get(), "EC") == 1 &&
@@ -281,23 +288,6 @@ std::optional<reference> check_reference_values(checker_base& c, const value_ref
   return out;
 }
 
-// One file of an endorsements directory, at most one byte over the reader's limit (enough for
-// the reader to say it is too large).
-std::optional<std::string> read_endorsement_file(checker_base& c, const value_ref& v,
-                                                 const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    c.error(v.mark, v.path,
-            "cannot read " + path.string() + ": " + std::generic_category().message(errno) +
-                " (the directory should hold what 'atlsctl veraison endorsements' wrote)");
-    return std::nullopt;
-  }
-  std::string text(verify::max_endorsement_size + 1, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(in.gcount()));
-  return text;
-}
-
 // `endorsements: DIR`: the trust anchor and reference values that `atlsctl veraison
 // endorsements` wrote for Veraison, read as the local verifier's AK and PCR values, so that the
 // local verifier accepts exactly what Veraison would be given.
@@ -314,8 +304,10 @@ void check_endorsements(checker_base& c, const value_ref& v, verify::local_verif
                 "--out DIR' wrote");
     return;
   }
-  const auto anchor = read_endorsement_file(c, v, dir->path / verify::trust_anchor_file_name);
-  const auto values = read_endorsement_file(c, v, dir->path / verify::reference_values_file_name);
+  const std::string_view hint =
+      " (the directory should hold what 'atlsctl veraison endorsements' wrote)";
+  const auto anchor = read_named(c, v, dir->path / verify::trust_anchor_file_name, hint);
+  const auto values = read_named(c, v, dir->path / verify::reference_values_file_name, hint);
   if (!anchor || !values) {
     return;
   }

@@ -18,6 +18,7 @@
 
 #include "support/temp_dir.hpp"
 #include "unit/config/config_checks.hpp"
+#include <sys/stat.h>
 
 // Inside the namespace under test, so its names need no qualification.
 namespace atls::config {
@@ -1891,9 +1892,10 @@ TEST_CASE("peer.local and peer.accept are checked as in the verifier policy") {
   CHECK_FALSE(contains(all_errors(r), "needs 'local'"));
 }
 
-TEST_CASE("trusted_aks PEM files are read at load, other attestation files are not") {
-  const test::temp_dir dir;
-  const auto path = dir.write("atlsd.yaml", yaml(R"(
+// A config whose inbound listener trusts the attestation key in `ak_file` (relative to `dir`).
+std::filesystem::path write_config_trusting_ak(const test::temp_dir& dir,
+                                               const std::string& ak_file) {
+  return dir.write("atlsd.yaml", yaml(R"(
 listeners:
   - name: in
     mode: inbound
@@ -1903,13 +1905,41 @@ listeners:
     attestation:
       peer:
         local:
-          trusted_aks: [{pem: missing-ak.pem}]
+          trusted_aks: [{pem: )" + ak_file +
+                                      R"(}]
           reference_values: {pcrs: {0: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}}
         pin: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
 )" + std::string(with_tpm)));
-  const auto d = only_error(load_file(path));
+}
+
+TEST_CASE("trusted_aks PEM files are read at load, other attestation files are not") {
+  const test::temp_dir dir;
+  const auto d = only_error(load_file(write_config_trusting_ak(dir, "missing-ak.pem")));
   CHECK(d.key == "listeners[0].attestation.peer.local.trusted_aks[0].pem");
   CHECK(contains(d.message, "cannot read " + (dir.path() / "missing-ak.pem").string()));
+}
+
+TEST_CASE("a trusted AK file that is too large or not a regular file is refused at its key") {
+  const test::temp_dir dir;
+  const auto config = [&](const std::string& ak) { return write_config_trusting_ak(dir, ak); };
+  SUBCASE("larger than 1 MiB: not read to the end") {
+    dir.write("big.pem", std::string(1024 * 1024 + 1, 'A'));
+    const auto d = only_error(load_file(config("big.pem")));
+    CHECK(d.key == "listeners[0].attestation.peer.local.trusted_aks[0].pem");
+    CHECK(contains(d.message, "big.pem is larger than 1 MiB"));
+  }
+  SUBCASE("a FIFO: refused without waiting for a writer") {
+    const auto fifo = dir.path() / "ak.pem";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    const auto d = only_error(load_file(config("ak.pem")));
+    CHECK(d.key == "listeners[0].attestation.peer.local.trusted_aks[0].pem");
+    CHECK(contains(d.message, "cannot read " + fifo.string() + ": not a regular file"));
+  }
+  SUBCASE("a directory") {
+    std::filesystem::create_directory(dir.path() / "ak.d");
+    const auto d = only_error(load_file(config("ak.d")));
+    CHECK(contains(d.message, "ak.d: it is a directory"));
+  }
 }
 
 TEST_CASE("a diagnostic prints as file:line:column: key: message") {
