@@ -4,10 +4,14 @@
 #include <string_view>
 
 #include <boost/asio/ip/address.hpp>
+#include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "atls/common/named_file.hpp"
+#include "atls/common/openssl_ptr.hpp"
 #include "atls/tls/error.hpp"
 
 namespace atls::tls {
@@ -101,21 +105,92 @@ std::string describe(const private_key_source& key) {
   return std::get<external_key>(key).description;
 }
 
-bool use_private_key(SSL_CTX* c, const private_key_source& key) {
-  if (const auto* file = std::get_if<std::filesystem::path>(&key)) {
-    return SSL_CTX_use_PrivateKey_file(c, file->c_str(), SSL_FILETYPE_PEM) == 1;
+// A key file's PEM is never decrypted with a password: with no callback, OpenSSL would prompt
+// on the terminal, and a daemon has none.
+int no_password(char* /*buffer*/, int /*size*/, int /*writing*/, void* /*unused*/) {
+  return -1;
+}
+
+// The text of a file the listener names, read as the config is (read_named_file), or why not.
+detailed_result<std::string> read_pem(errc code, const std::filesystem::path& file) {
+  auto text = read_named_file(file);
+  if (!text) {
+    return failure{code, "cannot read " + file.string() + ": " + text.error().detail};
   }
-  const auto& external = std::get<external_key>(key);
-  return external.pkey != nullptr && SSL_CTX_use_PrivateKey(c, external.pkey.get()) == 1;
+  return std::move(*text);
+}
+
+void free_x509_infos(STACK_OF(X509_INFO) * infos) {
+  sk_X509_INFO_pop_free(infos, X509_INFO_free);
+}
+using x509_infos_ptr = std::unique_ptr<STACK_OF(X509_INFO), openssl_free<free_x509_infos>>;
+
+bio_ptr memory_bio(std::string_view text) {
+  return bio_ptr(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+}
+
+// PEM reading stops at the end of the text with "no start line"; anything else queued means a
+// block was there but could not be read.
+bool only_end_of_pem_queued() {
+  const auto code = ERR_peek_last_error();
+  if (ERR_GET_LIB(code) == ERR_LIB_PEM && ERR_GET_REASON(code) == PEM_R_NO_START_LINE) {
+    ERR_clear_error();
+    return true;
+  }
+  return code == 0;
+}
+
+// The certificate, then its chain, as SSL_CTX_use_certificate_chain_file reads a file.
+bool use_certificate_chain(SSL_CTX* c, std::string_view pem) {
+  const auto bio = memory_bio(pem);
+  if (!bio) {
+    return false;
+  }
+  const x509_ptr leaf(PEM_read_bio_X509_AUX(bio.get(), nullptr, no_password, nullptr));
+  if (!leaf || SSL_CTX_use_certificate(c, leaf.get()) != 1 || SSL_CTX_clear_chain_certs(c) != 1) {
+    return false;
+  }
+  for (;;) {
+    x509_ptr issuer(PEM_read_bio_X509(bio.get(), nullptr, no_password, nullptr));
+    if (!issuer) {
+      return only_end_of_pem_queued();
+    }
+    if (SSL_CTX_add0_chain_cert(c, issuer.get()) != 1) {
+      return false;
+    }
+    (void)issuer.release();  // the context owns it now
+  }
+}
+
+bool use_private_key(SSL_CTX* c, std::string_view pem) {
+  const auto bio = memory_bio(pem);
+  const pkey_ptr key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr)
+                         : nullptr);
+  return key && SSL_CTX_use_PrivateKey(c, key.get()) == 1;
 }
 
 detailed_result<void> load_identity(SSL_CTX* c, const std::filesystem::path& chain,
                                     const private_key_source& key) {
   ERR_clear_error();
-  if (SSL_CTX_use_certificate_chain_file(c, chain.c_str()) != 1) {
+  const auto chain_pem = read_pem(errc::certificate_unusable, chain);
+  if (!chain_pem) {
+    return chain_pem.error();
+  }
+  if (!use_certificate_chain(c, *chain_pem)) {
     return openssl_failure(errc::certificate_unusable, chain);
   }
-  if (!use_private_key(c, key)) {
+  bool used = false;
+  if (const auto* file = std::get_if<std::filesystem::path>(&key)) {
+    const auto key_pem = read_pem(errc::private_key_unusable, *file);
+    if (!key_pem) {
+      return key_pem.error();
+    }
+    used = use_private_key(c, *key_pem);
+  } else {
+    const auto& external = std::get<external_key>(key);
+    used = external.pkey != nullptr && SSL_CTX_use_PrivateKey(c, external.pkey.get()) == 1;
+  }
+  if (!used) {
     // OpenSSL checks the key against the certificate already loaded; say so plainly.
     const auto code = ERR_peek_last_error();
     const bool mismatch =
@@ -130,10 +205,38 @@ detailed_result<void> load_identity(SSL_CTX* c, const std::filesystem::path& cha
   return {};
 }
 
+// Every certificate and CRL in the file, as SSL_CTX_load_verify_locations reads one.
 detailed_result<void> load_trust(SSL_CTX* c, const std::filesystem::path& ca) {
   ERR_clear_error();
-  if (SSL_CTX_load_verify_locations(c, ca.c_str(), nullptr) != 1) {
+  const auto pem = read_pem(errc::ca_unusable, ca);
+  if (!pem) {
+    return pem.error();
+  }
+  const auto bio = memory_bio(*pem);
+  const x509_infos_ptr infos(bio ? PEM_X509_INFO_read_bio(bio.get(), nullptr, no_password, nullptr)
+                                 : nullptr);
+  if (!infos) {
     return openssl_failure(errc::ca_unusable, ca);
+  }
+  X509_STORE* store = SSL_CTX_get_cert_store(c);
+  int loaded = 0;
+  for (int i = 0; i < sk_X509_INFO_num(infos.get()); ++i) {
+    const X509_INFO* info = sk_X509_INFO_value(infos.get(), i);
+    if (info->x509 != nullptr) {
+      if (X509_STORE_add_cert(store, info->x509) != 1) {
+        return openssl_failure(errc::ca_unusable, ca);
+      }
+      ++loaded;
+    }
+    if (info->crl != nullptr) {
+      if (X509_STORE_add_crl(store, info->crl) != 1) {
+        return openssl_failure(errc::ca_unusable, ca);
+      }
+      ++loaded;
+    }
+  }
+  if (loaded == 0) {
+    return failure{errc::ca_unusable, ca.string() + ": no certificate or CRL in it"};
   }
   return {};
 }

@@ -35,6 +35,7 @@
 
 #include "atls/attest/evidence.hpp"
 #include "atls/common/log_quote.hpp"
+#include "atls/common/named_file.hpp"
 #include "atls/metrics/atlsd_metrics.hpp"
 #include "atls/net/async_event.hpp"
 #include "atls/verify/ear.hpp"
@@ -1008,8 +1009,12 @@ result<std::shared_ptr<veraison_client>> veraison_client::create(
     error_code ec;
     if (options.ca_file.empty()) {
       tls->set_default_verify_paths(ec);
+    } else if (const auto pem = read_named_file(options.ca_file)) {
+      // Read like every file the config names (no FIFO, no unbounded size); every certificate
+      // in it is added.
+      tls->add_certificate_authority(asio::buffer(*pem), ec);
     } else {
-      tls->load_verify_file(options.ca_file, ec);
+      ec = pem.error().code;
     }
     if (ec) {
       return make_error_code(std::errc::invalid_argument);

@@ -15,13 +15,17 @@ ca() {  # name subject
     2>/dev/null
 }
 
-leaf() {  # name issuer subject san extendedKeyUsage
+signed_by() {  # name issuer subject extensions
   openssl req -new "${ec[@]}" -keyout "$1.key" -out "$1.csr" -subj "$3" 2>/dev/null
-  printf 'basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\nsubjectAltName=%s\n' \
-    "$5" "$4" >"$1.ext"
+  printf '%s' "$4" >"$1.ext"
   openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial -days $days \
     -extfile "$1.ext" -out "$1.crt" 2>/dev/null
   rm -f "$1.csr" "$1.ext"
+}
+
+leaf() {  # name issuer subject san extendedKeyUsage
+  signed_by "$1" "$2" "$3" "$(printf '%s\n' basicConstraints=critical,CA:false \
+    keyUsage=critical,digitalSignature "extendedKeyUsage=$5" "subjectAltName=$4")"
 }
 
 ca ca "/CN=atls test CA"
@@ -33,5 +37,9 @@ leaf intruder ca "/CN=intruder.test" \
   "DNS:intruder.test,URI:spiffe://test.example/ns/other/sa/intruder" clientAuth
 leaf rogue-client rogue-ca "/CN=client.test" \
   "DNS:client.test,URI:spiffe://test.example/ns/default/sa/client" clientAuth
+signed_by intermediate-ca ca "/CN=atls test intermediate CA" \
+  "$(printf '%s\n' basicConstraints=critical,CA:true,pathlen:0 keyUsage=critical,keyCertSign,cRLSign)"
+leaf chained-server intermediate-ca "/CN=server.test" "DNS:server.test" serverAuth
+cat chained-server.crt intermediate-ca.crt >chained-server-chain.crt
 rm -f ./*.srl
 chmod 600 ./*.key

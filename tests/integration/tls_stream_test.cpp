@@ -16,6 +16,7 @@
 
 #include "support/daemon.hpp"
 #include "support/loopback.hpp"
+#include "support/temp_dir.hpp"
 #include <sys/socket.h>
 
 namespace atls::tls {
@@ -195,6 +196,50 @@ TEST_CASE("a client that does not trust the server's CA fails the handshake with
   CHECK(client_result == errc::peer_rejected);
   CHECK(client.error_detail() == "unable to get local issuer certificate");
   CHECK(server_result == errc::handshake_failed);  // it received the client's alert
+}
+
+TEST_CASE(
+    "a server whose chain file holds an intermediate is verified by a client trusting the root") {
+  const test::temp_dir dir;
+  const auto p = test::make_pki(dir);
+  bool with_intermediate = true;
+  SUBCASE("the chain file: the leaf, then the intermediate") {}
+  SUBCASE("the leaf alone: the same client cannot build the chain") {
+    with_intermediate = false;
+  }
+  stream_pair pair(p);
+  auto chained =
+      context::make_server({.cert_chain = p / (with_intermediate ? "chained-server-chain.crt"
+                                                                 : "chained-server.crt"),
+                            .private_key = p / "chained-server.key"})
+          .value();
+  stream server(std::move(pair.server->socket()), chained);
+  error_code client_result;
+  pair.run([&]() -> asio::awaitable<void> {
+    auto [c, s] = co_await (pair.client->handshake() && server.handshake());
+    client_result = c;
+  });
+  if (with_intermediate) {
+    CHECK_FALSE(client_result);
+  } else {
+    CHECK(client_result == errc::peer_rejected);
+  }
+}
+
+TEST_CASE("a client whose CA file bundles several CAs trusts a server under the last of them") {
+  const test::temp_dir dir;
+  const auto p = test::make_pki(dir);
+  stream_pair pair(p);
+  const auto bundle =
+      dir.write("bundle.crt", test::read_file(p / "rogue-ca.crt") + test::read_file(p / "ca.crt"));
+  auto trusting = context::make_client({.ca = bundle, .server_name = "server.test"}).value();
+  stream client(std::move(pair.client->socket()), trusting);
+  error_code client_result;
+  pair.run([&]() -> asio::awaitable<void> {
+    auto [c, s] = co_await (client.handshake() && pair.server->handshake());
+    client_result = c;
+  });
+  CHECK_FALSE(client_result);
 }
 
 }  // namespace

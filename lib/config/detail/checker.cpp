@@ -1,11 +1,8 @@
 #include "checker.hpp"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
 #include <iterator>
 #include <limits>
-#include <memory>
 #include <sstream>
 #include <system_error>
 #include <utility>
@@ -13,19 +10,13 @@
 #include <yaml-cpp/eventhandler.h>
 
 #include "atls/common/hex.hpp"
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "atls/common/named_file.hpp"
 
 namespace atls::config::detail {
 
 namespace {
 
 namespace fs = std::filesystem;
-
-// Config files are a few kilobytes. The cap keeps `--config /dev/zero` from eating memory.
-constexpr std::size_t max_file_size = std::size_t{1024} * 1024;
 
 constexpr unit duration_units[] = {
     {"ms", 1},
@@ -146,11 +137,6 @@ bool line_indented_with_tab(std::string_view text, int line) {
   }
   return false;
 }
-
-struct file_closer {
-  // Read-only stream: a failing fclose loses nothing.
-  void operator()(std::FILE* f) const noexcept { (void)std::fclose(f); }
-};
 
 }  // namespace
 
@@ -522,49 +508,14 @@ std::optional<std::vector<std::uint8_t>> checker_base::get_hex(const value_ref& 
 
 std::optional<std::string> read_file(const fs::path& path, std::string_view what,
                                      std::vector<diagnostic>& errors) {
-  const auto file_error = [&](std::string message) {
-    errors.push_back({{path.string(), 0, 0}, "", std::move(message)});
+  auto text = atls::read_named_file(path);
+  if (!text) {
+    errors.push_back({{path.string(), 0, 0},
+                      "",
+                      "cannot read " + std::string(what) + ": " + text.error().detail});
     return std::nullopt;
-  };
-  const std::string cannot_read = "cannot read " + std::string(what) + ": ";
-
-  // Non-blocking open, then only a regular file is read: a FIFO (or a device) in the file's
-  // place would otherwise block the reload, and with it the loop that runs the daemon.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    return file_error(cannot_read + std::generic_category().message(errno));
   }
-  const std::unique_ptr<std::FILE, file_closer> f(::fdopen(fd, "rb"));
-  if (!f) {
-    ::close(fd);
-    return file_error(cannot_read + std::generic_category().message(errno));
-  }
-  struct stat info {};
-  if (::fstat(fd, &info) != 0) {
-    return file_error(cannot_read + std::generic_category().message(errno));
-  }
-  if (S_ISDIR(info.st_mode)) {
-    return file_error(cannot_read + "it is a directory");
-  }
-  if (!S_ISREG(info.st_mode)) {
-    return file_error(cannot_read + "not a regular file");
-  }
-  std::string text;
-  char buffer[4096];
-  while (true) {
-    const auto n = std::fread(buffer, 1, sizeof buffer, f.get());
-    text.append(buffer, n);
-    if (text.size() > max_file_size) {
-      return file_error(std::string(what) + " is larger than 1 MiB; is this the right file?");
-    }
-    if (n < sizeof buffer) {
-      break;
-    }
-  }
-  if (std::ferror(f.get()) != 0) {
-    return file_error(cannot_read + std::generic_category().message(errno));
-  }
-  return text;
+  return std::move(*text);
 }
 
 std::optional<fs::path> base_dir_of(const fs::path& path, std::string_view what,

@@ -147,8 +147,8 @@ class checker_base {
 // ---------------------------------------------------------------------------------------------
 // Files and documents
 
-// Reads a config file of at most 1 MiB. On failure appends a file-level diagnostic
-// ("cannot read <what>: ...") and returns nothing.
+// Reads a file the config names, or the config itself, as read_named_file does. On failure
+// appends a file-level diagnostic ("cannot read <what>: ...") and returns nothing.
 [[nodiscard]] std::optional<std::string> read_file(const std::filesystem::path& path,
                                                    std::string_view what,
                                                    std::vector<diagnostic>& errors);

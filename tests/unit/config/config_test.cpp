@@ -1926,7 +1926,7 @@ TEST_CASE("a trusted AK file that is too large or not a regular file is refused 
     dir.write("big.pem", std::string(1024 * 1024 + 1, 'A'));
     const auto d = only_error(load_file(config("big.pem")));
     CHECK(d.key == "listeners[0].attestation.peer.local.trusted_aks[0].pem");
-    CHECK(contains(d.message, "big.pem is larger than 1 MiB"));
+    CHECK(contains(d.message, "big.pem: larger than 1 MiB"));
   }
   SUBCASE("a FIFO: refused without waiting for a writer") {
     const auto fifo = dir.path() / "ak.pem";

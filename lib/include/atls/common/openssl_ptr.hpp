@@ -36,6 +36,7 @@ using param_bld_ptr = std::unique_ptr<OSSL_PARAM_BLD, openssl_free<OSSL_PARAM_BL
 using param_ptr = std::unique_ptr<OSSL_PARAM, openssl_free<OSSL_PARAM_free>>;
 using pkey_ctx_ptr = std::unique_ptr<EVP_PKEY_CTX, openssl_free<EVP_PKEY_CTX_free>>;
 using pkey_ptr = std::unique_ptr<EVP_PKEY, openssl_free<EVP_PKEY_free>>;
+using x509_ptr = std::unique_ptr<X509, openssl_free<X509_free>>;
 using x509_pubkey_ptr = std::unique_ptr<X509_PUBKEY, openssl_free<X509_PUBKEY_free>>;
 
 }  // namespace atls
