@@ -201,6 +201,14 @@ std::string veraison_url_problem(std::string_view url) {
   if (authority.find('@') != std::string_view::npos) {
     return "user information in the URL is not supported: put a bearer token in 'token'";
   }
+  // host[:port], the host maybe a bracketed IPv6 literal.
+  const auto bracket = authority.rfind(']');
+  if (const auto colon = authority.find(':', bracket == std::string_view::npos ? 0 : bracket);
+      colon != std::string_view::npos &&
+      !std::all_of(authority.begin() + static_cast<std::ptrdiff_t>(colon) + 1, authority.end(),
+                   [](char c) { return c >= '0' && c <= '9'; })) {
+    return "'" + std::string(url) + "' has a port that is not a number";
+  }
   if (url.find_first_of("?#") != std::string_view::npos) {
     return "a base URL has no query or fragment";
   }

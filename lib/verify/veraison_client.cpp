@@ -1,7 +1,6 @@
 #include "atls/verify/veraison_client.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdint>
 #include <deque>
 #include <list>
@@ -25,8 +24,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/json.hpp>
-#include <boost/url/parse.hpp>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -41,87 +38,40 @@
 #include "atls/verify/ear.hpp"
 #include "atls/verify/error.hpp"
 
+#include "detail/veraison_answers.hpp"
+
 namespace atls::verify {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace ssl = asio::ssl;
-namespace json = boost::json;
 using tcp = asio::ip::tcp;
+
+// The verifier's answers are read by detail/veraison_answers (fuzzed apart from the network).
+using detail::api_root;
+using detail::base_url;
+using detail::discovery_media_type;
+using detail::http_answer;
+using detail::max_body_size;
+using detail::parse_base_url;
+using detail::parse_discovery;
+using detail::parse_session;
+using detail::problem_detail;
+using detail::session_media_type;
+using detail::session_target;
 
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-// verification/api/handler.go: the only representation of a session, and of discovery.
-constexpr std::string_view session_media_type =
-    "application/vnd.veraison.challenge-response-session+json";
-constexpr std::string_view discovery_media_type = "application/vnd.veraison.discovery+json";
-constexpr std::string_view problem_media_type = "application/problem+json";
-constexpr std::string_view api_root = "/challenge-response/v1/";
-
-// Answers bigger than this are not Veraison's: a session with an EAR is a few KiB.
-constexpr std::size_t max_body_size = std::size_t{1024} * 1024;
 // challenge() sessions waiting for their appraise(); more means nobody is coming back for them.
 constexpr std::size_t max_pending_sessions = 1024;
-
-struct base_url {
-  bool tls = false;
-  std::string host;  // without IPv6 brackets
-  std::string port;
-  std::string host_header;
-  std::string prefix;  // path without a trailing '/', possibly empty
-  std::string text;
-};
-
-result<base_url> parse_base_url(std::string_view text) {
-  auto parsed = boost::urls::parse_uri(text);
-  if (!parsed) {
-    return make_error_code(std::errc::invalid_argument);
-  }
-  base_url out;
-  const auto scheme = parsed->scheme_id();
-  if (scheme == boost::urls::scheme::https) {
-    out.tls = true;
-  } else if (scheme != boost::urls::scheme::http) {
-    return make_error_code(std::errc::invalid_argument);
-  }
-  if (!parsed->has_authority() || parsed->host().empty() || parsed->has_userinfo() ||
-      parsed->has_query() || parsed->has_fragment()) {
-    return make_error_code(std::errc::invalid_argument);
-  }
-  out.host = parsed->host_address();
-  out.port = parsed->has_port() ? std::string(parsed->port()) : (out.tls ? "443" : "80");
-  out.host_header = parsed->encoded_host_and_port();
-  out.prefix = parsed->encoded_path();
-  while (!out.prefix.empty() && out.prefix.back() == '/') {
-    out.prefix.pop_back();
-  }
-  out.text = std::string(text);
-  return out;
-}
 
 bool is_ip_literal(const std::string& host) {
   error_code ec;
   (void)asio::ip::make_address(host, ec);
   return !ec;
-}
-
-// "type/subtype; params" -> lower-case "type/subtype".
-std::string bare_media_type(std::string_view value) {
-  const auto semicolon = value.find(';');
-  auto type = value.substr(0, semicolon);
-  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) {
-    type.remove_suffix(1);
-  }
-  while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) {
-    type.remove_prefix(1);
-  }
-  std::string out(type);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
 }
 
 // Go's base64.URLEncoding (padded): what Veraison's newSession decodes the nonce parameter
@@ -138,30 +88,6 @@ bool same_bytes(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-struct http_answer {
-  unsigned status = 0;
-  std::string content_type;
-  std::string location;
-  std::string body;
-};
-
-// The problem+json "detail" (RFC 9457), or the start of the body, quoted for the log: the
-// verifier, or whoever sits on a plain-HTTP path to it, chooses these bytes and must not be able
-// to end the line and write one of its own.
-std::string problem_detail(const http_answer& answer) {
-  if (bare_media_type(answer.content_type) == problem_media_type) {
-    error_code ec;
-    const auto value = json::parse(answer.body, ec);
-    if (!ec && value.is_object()) {
-      if (const auto* detail = value.as_object().if_contains("detail");
-          detail != nullptr && detail->is_string()) {
-        return quote_for_log(std::string_view(detail->as_string()).substr(0, 200));
-      }
-    }
-  }
-  return quote_for_log(std::string_view(answer.body).substr(0, 200));
-}
-
 // An answer other than the one expected: logged with its problem detail, and classed so that
 // only the verifier's own failures (5xx) are retried.
 error_code unexpected_answer(std::string_view url, std::string_view step,
@@ -172,45 +98,6 @@ error_code unexpected_answer(std::string_view url, std::string_view step,
     return verify_errc::verifier_unavailable;
   }
   return answer.status >= 400 ? verify_errc::verifier_rejected : verify_errc::bad_response;
-}
-
-struct session_view {
-  std::string status;
-  bytes nonce;
-  std::optional<std::string> ear;
-};
-
-// Parses a session object; bad_response for anything that is not one.
-result<session_view> parse_session(const http_answer& answer) {
-  if (bare_media_type(answer.content_type) != session_media_type) {
-    return verify_errc::bad_response;
-  }
-  error_code ec;
-  const auto value = json::parse(answer.body, ec);
-  if (ec || !value.is_object()) {
-    return verify_errc::bad_response;
-  }
-  const auto& object = value.as_object();
-  session_view out;
-  const auto* status = object.if_contains("status");
-  const auto* nonce = object.if_contains("nonce");
-  if (status == nullptr || !status->is_string() || nonce == nullptr || !nonce->is_string()) {
-    return verify_errc::bad_response;
-  }
-  out.status = std::string(status->as_string());
-  // Current releases send padded base64url, older ones padded standard base64.
-  auto decoded = base64_decode_lenient(nonce->as_string());
-  if (!decoded) {
-    return verify_errc::bad_response;
-  }
-  out.nonce = std::move(*decoded);
-  if (const auto* ear = object.if_contains("result"); ear != nullptr && !ear->is_null()) {
-    if (!ear->is_string()) {
-      return verify_errc::bad_response;
-    }
-    out.ear = std::string(ear->as_string());
-  }
-  return out;
 }
 
 // What appraise() learns from Parsec TPM evidence before sending it anywhere.
@@ -354,7 +241,6 @@ class veraison_client::impl : public std::enable_shared_from_this<impl> {
   template <class T, class Attempt>
   asio::awaitable<result<T>> with_retries(Attempt attempt);
 
-  std::string session_path(std::size_t url, std::string_view location) const;
   std::optional<pending_session> take_pending(std::span<const std::uint8_t> nonce);
 
   asio::strand<asio::any_io_executor> strand_;
@@ -511,10 +397,10 @@ asio::awaitable<result<std::string>> veraison_client::impl::open_session(std::si
                   urls_[url].text);
     co_return verify_errc::bad_response;
   }
-  auto path = session_path(url, answer->location);
+  auto path = session_target(urls_[url], answer->location);
   if (path.empty()) {
-    spdlog::error("verifier {}: session Location {} leaves the verifier", urls_[url].text,
-                  answer->location);
+    spdlog::error("verifier {}: session Location {} is not a path on this verifier",
+                  urls_[url].text, quote_for_log(answer->location));
     co_return verify_errc::bad_response;
   }
   *nonce_out = std::move(session->nonce);
@@ -536,28 +422,6 @@ asio::awaitable<result<std::string>> veraison_client::impl::open_session_with(st
     co_return verify_errc::bad_response;
   }
   co_return std::move(*opened);
-}
-
-// The Location of a new session, resolved against the newSession URL (Veraison sends the
-// relative "session/<id>"). An absolute URL must point at the same server: evidence is never
-// sent where the operator did not configure. Empty when it does not.
-std::string veraison_client::impl::session_path(std::size_t url, std::string_view location) const {
-  const auto& base = urls_[url];
-  if (location.find("://") != std::string_view::npos) {
-    auto absolute = parse_base_url(location);
-    if (!absolute || absolute->tls != base.tls || absolute->host != base.host ||
-        absolute->port != base.port) {
-      return {};
-    }
-    return absolute->prefix;
-  }
-  if (location.find_first_of("?#") != std::string_view::npos || location.empty()) {
-    return {};
-  }
-  if (location.front() == '/') {
-    return std::string(location);
-  }
-  return base.prefix + std::string(api_root) + std::string(location);
 }
 
 asio::awaitable<result<std::string>> veraison_client::impl::submit(std::size_t url,
@@ -588,7 +452,9 @@ asio::awaitable<result<std::string>> veraison_client::impl::submit(std::size_t u
       co_return verify_errc::session_failed;
     }
     if (state->status != "processing" || std::chrono::steady_clock::now() >= deadline) {
-      spdlog::error("verifier {}: session {} is {}", urls_[url].text, session, state->status);
+      // The status is the verifier's text: quoted, like its problem details.
+      spdlog::error("verifier {}: session {} is {}", urls_[url].text, session,
+                    quote_for_log(state->status));
       co_return state->status == "processing" ? verify_errc::verifier_unavailable
                                               : verify_errc::bad_response;
     }
@@ -782,34 +648,14 @@ asio::awaitable<result<veraison_client::discovery>> veraison_client::impl::fetch
   if (answer->status != 200) {
     co_return unexpected_answer(urls_[url].text, "discovery", *answer);
   }
-  const auto type = bare_media_type(answer->content_type);
-  error_code ec;
-  const auto value = json::parse(answer->body, ec);
-  if ((type != discovery_media_type && type != "application/json") || ec || !value.is_object()) {
-    co_return verify_errc::bad_response;
+  auto parsed = parse_discovery(*answer);
+  if (!parsed) {
+    co_return parsed.error();
   }
-  const auto& object = value.as_object();
-  veraison_client::discovery out;
-  if (const auto* key = object.if_contains("ear-verification-key");
-      key != nullptr && key->is_object()) {
-    out.ear_key_jwk = json::serialize(*key);
-  }
-  if (const auto* state = object.if_contains("service-state");
-      state != nullptr && state->is_string()) {
-    out.service_state = std::string(state->as_string());
-  }
-  if (const auto* version = object.if_contains("version");
-      version != nullptr && version->is_string()) {
-    out.version = std::string(version->as_string());
-  }
-  if (const auto* types = object.if_contains("media-types");
-      types != nullptr && types->is_array()) {
-    for (const auto& type_value : types->as_array()) {
-      if (type_value.is_string()) {
-        out.media_types.emplace_back(type_value.as_string());
-      }
-    }
-  }
+  veraison_client::discovery out{.service_state = std::move(parsed->service_state),
+                                 .media_types = std::move(parsed->media_types),
+                                 .version = std::move(parsed->version),
+                                 .ear_key_jwk = std::move(parsed->ear_key_jwk)};
   if (options_.ear_key && !out.ear_key_jwk.empty()) {
     if (auto published = parse_jwk(out.ear_key_jwk)) {
       out.ear_key_matches_pinned =

@@ -21,6 +21,7 @@ all_targets=(
   proxy_protocol_fuzz
   config_fuzz
   mux_fuzz
+  veraison_answers_fuzz
 )
 targets=("${all_targets[@]}")
 [ $# -gt 0 ] && targets=("$@")

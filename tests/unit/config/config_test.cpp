@@ -1724,6 +1724,12 @@ TEST_CASE("Veraison settings need http(s) URLs and a pinned or explicitly discov
   SUBCASE("no host") {
     CHECK(contains(only_error(check("{urls: [https:///x], ear_key: e}")).message, "no host"));
   }
+  SUBCASE("a port run into the path") {
+    CHECK(contains(only_error(check("{urls: ['https://v.example:8443v'], ear_key: e}")).message,
+                   "has a port that is not a number"));
+    CHECK(contains(only_error(check("{urls: ['https://[::1]:x/'], ear_key: e}")).message,
+                   "has a port that is not a number"));
+  }
   SUBCASE("a query") {
     CHECK(contains(only_error(check("{urls: ['https://v.example/?a=b'], ear_key: e}")).message,
                    "no query"));
